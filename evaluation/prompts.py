@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation.loaders import OPTION_LETTERS, Item
+from verl.utils.stop_tokens import stop_token_ids
 
 MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 MC_INSTRUCTION = (
@@ -19,17 +20,6 @@ MC_INSTRUCTION = (
 )
 BBEH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
-# End-of-turn markers of common chat templates. A base model's generation config often names only
-# <|endoftext|> as EOS, so without these it writes the next "user" turn itself, boxed answers
-# included, and the last \boxed{} would be taken from a turn the model invented.
-END_OF_TURN_TOKENS = (
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<end_of_turn>",
-    "<|end|>",
-)
 PLAIN_STOP_STRINGS = ("\nuser:", "\nsystem:")
 
 
@@ -78,11 +68,13 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[
     return list(ids), text, False
 
 
-def stop_settings(tokenizer: Any, used_template: bool) -> tuple[list[int], list[str]]:
-    """(stop token ids, stop strings) for responses to prompts rendered by `render_prompt`."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    if not used_template:
-        return sorted(ids), list(PLAIN_STOP_STRINGS)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
-    return sorted(ids), []
+def stop_settings(
+    tokenizer: Any, used_template: bool, generation_config: Any = None
+) -> tuple[list[int], list[str]]:
+    """(stop token ids, stop strings) for responses to prompts rendered by `render_prompt`.
+
+    The project's one stop rule (`verl.utils.stop_tokens`); a plain transcript also stops at the
+    next "user:" / "system:" line.
+    """
+    ids = stop_token_ids(tokenizer, generation_config)
+    return ids, ([] if used_template else list(PLAIN_STOP_STRINGS))

@@ -29,9 +29,14 @@ from evaluation.prompts import build_messages, render_prompt, stop_settings
 from evaluation.registry import get_spec
 from evaluation.report import ReportRow, row_averages, write_reports
 from evaluation.scoring import score_benchmark
+from infra.stage_kit import read_jsonl, write_manifest
+from rewards.grader import GraderPool
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
+from verl.utils.stop_tokens import load_generation_config
 
 logger = logging.getLogger(__name__)
+
+STAGE = "evaluate"
 
 
 @dataclass
@@ -121,11 +126,6 @@ def generation_key(model_info: dict, sampling: SamplingConfig, prompts: list[lis
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 class EvaluationRun:
     """Runs the benchmarks of a RunConfig one after another with one engine (started on first use)."""
 
@@ -134,6 +134,7 @@ class EvaluationRun:
         self.out = Path(config.out_dir)
         self._engine: Engine | None = None
         self._tokenizer: Any = None
+        self._generation_config: Any = False  # not read yet
         self._pool: Any = None
         self._judge: Any = None
         self._model_info = model_fingerprint(config.engine.model)
@@ -149,6 +150,12 @@ class EvaluationRun:
             )
         return self._tokenizer
 
+    def generation_config(self) -> Any:
+        """The model's generation_config.json (its EOS ids are stop ids), None when it has none."""
+        if self._generation_config is False:
+            self._generation_config = load_generation_config(self.config.engine.model)
+        return self._generation_config
+
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = make_engine(self.config.engine)
@@ -163,7 +170,9 @@ class EvaluationRun:
             render_prompt(self.tokenizer(), build_messages(item, spec.metric)) for item in loaded.items
         ]
         # Prompts are rendered the same way for every item, so one stop setting fits all of them.
-        stop_ids, stop_strings = stop_settings(self.tokenizer(), bool(rendered and rendered[0][2]))
+        stop_ids, stop_strings = stop_settings(
+            self.tokenizer(), bool(rendered and rendered[0][2]), self.generation_config()
+        )
         key = generation_key(
             self._model_info,
             sampling,
@@ -172,7 +181,7 @@ class EvaluationRun:
         )
         path = self.out / spec.name / "responses.jsonl"
         if self.config.reuse and path.exists():
-            rows = _read_jsonl(path)
+            rows = read_jsonl(path)
             if [r.get("id") for r in rows] == [i.id for i in loaded.items] and all(
                 r.get("gen_key") == key for r in rows
             ):
@@ -291,11 +300,10 @@ class EvaluationRun:
         loaded = [self.load(name) for name in names]
         # results.json marks a finished run: drop an old one first, so an interrupted re-run is
         # never mistaken for a finished one.
+        (self.out / "manifest.json").unlink(missing_ok=True)
         (self.out / "results.json").unlink(missing_ok=True)
         with ExitStack() as stack:
             if any(get_spec(n).metric == "math" for n in names):
-                from rewards.grader import GraderPool
-
                 self._pool = stack.enter_context(
                     GraderPool(num_workers=cfg.grader_workers, timeout_s=cfg.grader_timeout_s)
                 )
@@ -333,4 +341,20 @@ class EvaluationRun:
         results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_reports([row], self.out, title=f"Evaluation of {label}")
         atomic_write_json(self.out / "results.json", results)
+        self._write_manifest(results)
         return results
+
+    def _write_manifest(self, results: dict) -> None:
+        """The stage's completion mark, written last (the driver's skip check reads it)."""
+        write_manifest(
+            self.out,
+            STAGE,
+            outputs={
+                "results": str((self.out / "results.json").resolve()),
+                "summary": str(self.out / "summary.md"),
+            },
+            inputs={"model": self.config.engine.model},
+            config={"benchmarks": list(results["benchmarks"]), "seed": self.config.seed},
+            counts={name: entry["num_items"] for name, entry in results["benchmarks"].items()},
+            timings_s={"total": sum(entry["seconds"] for entry in results["benchmarks"].values())},
+        )

@@ -1,7 +1,7 @@
 """Settings of the R-Zero iteration driver (the engine's own settings live in verl/trainer/config.py).
 
 Precedence: dataclass defaults (the paper's numbers) < `--preset FILE` yaml < `--set key=value`.
-The profile's pseudo-labelling numbers (votes m, kept band) come from question_evaluate.filtering.
+The profile's numbers (iterations, votes m, kept band) come from rzero/profiles.py.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from verl.trainer.config import CONFIG_DIR, PROFILES, ConfigError
+from rzero.profiles import PROFILES, get_profile
+from verl.trainer.config import CONFIG_DIR, ConfigError
 
 
 @dataclass
 class PipelineConfig:
-    iterations: int = 3  # the paper reports 3; the authors' driver runs 5
+    iterations: int = 0  # 0: the profile's (paper 3, rzero_code 5: the authors' driver)
     profile: str = "paper"
     # question generation (section 3)
     num_questions: int = 8000
@@ -69,6 +70,8 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     if cfg.profile not in PROFILES:
         raise ConfigError(f"profile='{cfg.profile}' is unknown: use one of {', '.join(PROFILES)}")
+    if cfg.iterations == 0:
+        cfg.iterations = get_profile(cfg.profile).iterations
     if cfg.iterations < 1 or cfg.num_questions < 1:
         raise ConfigError("iterations and num_questions must be >= 1")
     cfg.engine_configs = [

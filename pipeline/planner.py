@@ -11,26 +11,9 @@ and evaluation run one vLLM engine per device, and Solver training uses them all
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 
-
-def visible_gpus() -> list[str]:
-    """Physical GPU ids this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+from infra.devices import visible_gpus
 
 
 @dataclass

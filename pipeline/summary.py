@@ -18,7 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import MANIFEST, read_manifest
+from evaluation.registry import REGISTRY
+from evaluation.report import fmt, row_averages, row_from_results
+from infra.stage_kit import MANIFEST, read_manifest
 from verl.utils.fs import atomic_write, atomic_write_text
 from verl.utils.logger import METRICS_FILE, read_metrics
 
@@ -199,9 +201,6 @@ def _header(run_dir: Path, iterations: list[int]) -> list[str]:
 def _evaluation(stage_dir: Path) -> list[str]:
     results, summary = stage_dir / "results.json", stage_dir / "summary.md"
     if results.is_file():
-        from evaluation.registry import REGISTRY
-        from evaluation.report import fmt, row_averages, row_from_results
-
         try:
             row = row_from_results(json.loads(results.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -1,7 +1,6 @@
-"""`python -m question_evaluate SOLVER QUESTIONS OUT_DIR` or `SOLVER DIR`: pseudo-label and filter.
+"""`python -m question_evaluate SOLVER QUESTIONS OUT_DIR [--options]`, or `--config FILE` (the driver).
 
-See `question_evaluate.pseudo_label` for what is written where; `scripts/question_evaluate.sh`
-wraps this.
+See `question_evaluate.pseudo_label` for what is written where; `scripts/question_evaluate.sh` wraps it.
 """
 
 from __future__ import annotations
@@ -11,9 +10,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.manifest import read_manifest
-from question_evaluate.pseudo_label import STAGE, pseudo_label
-from question_generate.generate import QUESTIONS_FILE, parse_bool, parse_devices
+from infra.logs import setup_logging
+from infra.stage_kit import read_manifest, read_stage_config
+from infra.vllm_engines import add_engine_args, engine_options_from_args
+from question_evaluate.pseudo_label import QUESTIONS_FILE, STAGE, LabelConfig, pseudo_label
+from rzero.profiles import PROFILES
 
 
 def _band(text: str) -> tuple[float, float]:
@@ -31,37 +32,33 @@ def build_parser() -> argparse.ArgumentParser:
             "(questions at DIR/questions.jsonl, outputs in DIR)."
         ),
     )
-    parser.add_argument("solver", help="Solver model folder or hub id")
+    parser.add_argument("--config", default=None, help="stage config json written by the driver")
+    parser.add_argument("solver", nargs="?", help="Solver model folder or hub id")
     parser.add_argument(
-        "questions", help="questions.jsonl, a question_generate stage folder, or DIR (2-argument form)"
+        "questions",
+        nargs="?",
+        help="questions.jsonl, a question_generate stage folder, or DIR (2-argument form)",
     )
     parser.add_argument("out_dir", nargs="?", default=None, help="stage folder for the outputs")
-    parser.add_argument("--profile", default="paper", choices=("paper", "rzero_code"))
+    parser.add_argument("--profile", default="paper", choices=tuple(PROFILES))
     parser.add_argument("--votes", type=int, default=None, help="answers per question (default: profile's m)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--devices", default=None, help='GPU ids "0,1,..."; "cpu" for CPU; default: all visible'
-    )
-    parser.add_argument("--tensor-parallel-size", type=int, default=1)
-    parser.add_argument("--max-model-len", type=int, default=None)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--enforce-eager", type=parse_bool, default=None)
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    add_engine_args(parser)
     parser.add_argument("--grader-workers", type=int, default=None)
     parser.add_argument("--grader-timeout-s", type=float, default=5.0)
     parser.add_argument("--band", type=_band, default=None, help='"LOW,HIGH" replacing the profile band')
-    parser.add_argument("--isolate", action="store_true", help="run the engine in a subprocess even on CPU")
     parser.add_argument("--push-to-hub", action="store_true", help="also push train.parquet to the HF Hub")
     parser.add_argument("--hub-repo", default=None, help="hub dataset name (default: from the run folder)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> LabelConfig:
+    if not (args.solver and args.questions):
+        parser.error("give SOLVER QUESTIONS [OUT_DIR], or --config FILE")
     if args.out_dir is None:
         # SOLVER DIR: the questions and the outputs share DIR. A generation stage folder cannot be
         # DIR: its manifest.json would be replaced by this stage's.
@@ -74,10 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     else:
         questions, out_dir = Path(args.questions), Path(args.out_dir)
-    pseudo_label(
-        args.solver,
-        questions,
-        out_dir,
+    return LabelConfig(
+        solver=args.solver,
+        questions=str(questions),
+        out_dir=str(out_dir),
         profile=args.profile,
         votes=args.votes,
         temperature=args.temperature,
@@ -85,19 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         top_k=args.top_k,
         max_tokens=args.max_tokens,
         seed=args.seed,
-        devices=parse_devices(args.devices),
-        tensor_parallel_size=args.tensor_parallel_size,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        enforce_eager=args.enforce_eager,
-        gpu_memory_utilization=args.gpu_memory_utilization,
+        band=args.band,
         grader_workers=args.grader_workers,
         grader_timeout_s=args.grader_timeout_s,
-        band=args.band,
-        isolate=args.isolate or None,
         push_to_hub=args.push_to_hub,
         hub_repo=args.hub_repo,
+        engine=engine_options_from_args(args),
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        config = LabelConfig.from_dict(read_stage_config(args.config))
+    else:
+        config = _config_from_args(parser, args)
+    pseudo_label(config)
     return 0
 
 

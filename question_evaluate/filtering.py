@@ -30,10 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-PROFILE_SETTINGS: dict[str, dict] = {
-    "paper": {"votes": 10, "band": (0.25, 0.75)},
-    "rzero_code": {"votes": 9, "band": (0.3, 0.8)},
-}
+from rzero.profiles import get_profile
 
 # In check order; `filter_question` returns the first that applies.
 REASONS = (
@@ -51,13 +48,6 @@ BAND_TOLERANCE = 1e-9
 _ASKS_FOR_PROOF = re.compile(
     r"\b(?:prove|proves|proving|disprove|proof)\b|\bshow\s+that\b|证明", re.IGNORECASE
 )
-
-
-def profile_settings(profile: str) -> dict:
-    """The settings of `profile` ({"votes": m, "band": (low, high)}); a clear error if unknown."""
-    if profile not in PROFILE_SETTINGS:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILE_SETTINGS)}")
-    return PROFILE_SETTINGS[profile]
 
 
 def asks_for_proof(question: str) -> bool:
@@ -82,8 +72,7 @@ def filter_question(
         band: (low, high) overriding the profile's band, e.g. (0.0, 1.0) for the paper's
             "without filtering" ablation; the label checks still apply.
     """
-    settings = profile_settings(profile)
-    low, high = band if band is not None else settings["band"]
+    low, high = band if band is not None else get_profile(profile).band
     text = (label or "").strip()
     if not text:
         return False, "no_answer"

@@ -1,4 +1,4 @@
-"""`python -m question_generate MODEL OUT_DIR [N] [--options]`: sample N questions from a Challenger.
+"""`python -m question_generate MODEL OUT_DIR [N] [--options]` or `python -m question_generate --config F`.
 
 See `question_generate.generate` for what is written where; `scripts/question_generate.sh` wraps this.
 """
@@ -9,8 +9,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from question_generate.generate import generate_questions, parse_bool, parse_devices
-from question_generate.prompts import VARIANTS
+from infra.logs import setup_logging
+from infra.stage_kit import read_stage_config
+from infra.vllm_engines import add_engine_args, engine_options_from_args
+from question_generate.generate import GenerateConfig, generate_questions
+from rzero.prompts import VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,45 +21,40 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m question_generate",
         description="Sample N questions from a Challenger model with vLLM (RZERO_SPEC section 3).",
     )
-    parser.add_argument("model", help="Challenger model folder or hub id")
-    parser.add_argument("out_dir", help="stage folder: questions.jsonl and manifest.json go here")
+    parser.add_argument("--config", default=None, help="stage config json written by the driver")
+    parser.add_argument("model", nargs="?", help="Challenger model folder or hub id")
+    parser.add_argument("out_dir", nargs="?", help="stage folder: questions.jsonl and manifest.json go here")
     parser.add_argument("num_questions", nargs="?", type=int, default=8000, help="default 8000")
     parser.add_argument("--variant", default="default", choices=VARIANTS)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--devices", default=None, help='GPU ids "0,1,..."; "cpu" for CPU; default: all visible'
-    )
-    parser.add_argument("--tensor-parallel-size", type=int, default=1)
-    parser.add_argument("--max-model-len", type=int, default=None)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--enforce-eager", type=parse_bool, default=None, help="1/0 (default: 1 on CPU only)")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    parser.add_argument("--isolate", action="store_true", help="run the engine in a subprocess even on CPU")
+    add_engine_args(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    generate_questions(
-        args.model,
-        args.out_dir,
-        num_questions=args.num_questions,
-        variant=args.variant,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-        devices=parse_devices(args.devices),
-        tensor_parallel_size=args.tensor_parallel_size,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        enforce_eager=args.enforce_eager,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        isolate=args.isolate or None,
-    )
+    setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        config = GenerateConfig.from_dict(read_stage_config(args.config))
+    elif args.model and args.out_dir:
+        config = GenerateConfig(
+            model=args.model,
+            out_dir=args.out_dir,
+            num_questions=args.num_questions,
+            variant=args.variant,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+            engine=engine_options_from_args(args),
+        )
+    else:
+        parser.error("give MODEL OUT_DIR [N], or --config FILE")
+    generate_questions(config)
     return 0
 
 

@@ -26,6 +26,7 @@ from rewards.answer_parsing import last_boxed, parse_challenger_output
 from rewards.grader import get_default_pool
 from rewards.repetition import repetition_penalty
 from rewards.voting import majority_vote_many
+from solver_service.client import SolverClient
 
 _lock = threading.Lock()
 _clients: dict[str, object] = {}
@@ -33,8 +34,6 @@ _clients: dict[str, object] = {}
 
 def _solver_client(endpoints_file: str, timeout_s: float, max_retries: int):
     """One client per endpoints file for the life of the reward actor (connections are reused)."""
-    from question_evaluate.solver_client import SolverClient
-
     with _lock:
         if endpoints_file not in _clients:
             info = json.loads(Path(endpoints_file).read_text())

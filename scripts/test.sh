@@ -15,5 +15,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_P
 echo "== ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
+echo "== lint-imports (layering contracts in pyproject.toml)"
+"$ROOT/.venv/bin/lint-imports"
 echo "== pytest"
 "$PY" -m pytest "$@"

@@ -20,6 +20,6 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Folder of the tiny Qwen3 model + tokenizer (HF format), built once per test run."""
-    from scripts.make_tiny_model import build_tiny_model
+    from model_zoo.tiny import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3", seed=0))

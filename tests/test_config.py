@@ -1,4 +1,6 @@
-"""Config: defaults < profile < yaml files < CLI, validation errors that name the key, dry run."""
+"""Engine config: defaults < overlays < yaml files < CLI, validation errors that name the key, dry run.
+
+The R-Zero profiles sit on top of this in training/common.py (tests/test_stage_configs.py)."""
 
 from __future__ import annotations
 
@@ -35,15 +37,11 @@ def test_shipped_configs_exist() -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-@pytest.mark.parametrize("profile", ["paper", "rzero_code"])
-def test_shipped_yaml_loads_and_validates(
-    path: Path, profile: str, tiny_model_dir: str, toy_data: str
-) -> None:
-    args = [f"config={path}", f"profile={profile}", f"worker.actor.model.model_path={tiny_model_dir}"]
+def test_shipped_yaml_loads_and_validates(path: Path, tiny_model_dir: str, toy_data: str) -> None:
+    args = [f"config={path}", f"worker.actor.model.model_path={tiny_model_dir}"]
     if path.name != "toy.yaml":  # the tiny preset's batch sizes on top of the paper's stage configs
         args.insert(1, f"config={CONFIG_DIR / 'tiny_cpu.yaml'}")
     cfg = load_config(args)
-    assert cfg.profile == profile
     cfg.validate(check_paths=False)
     if path.name == "toy.yaml":
         cfg.data.train_files = toy_data
@@ -64,38 +62,21 @@ def test_dataclass_defaults_are_the_paper_grpo_settings() -> None:
     assert (rollout.temperature, rollout.top_p, actor.ppo_epochs) == (1.0, 0.99, 1)
 
 
-def test_profiles_differ_where_the_spec_says() -> None:
-    challenger = CONFIG_DIR / "challenger.yaml"
-    paper = load_config([f"config={challenger}"])
-    code = load_config([f"config={challenger}", "profile=rzero_code"])
-    assert (paper.worker.actor.prompts_per_update, code.worker.actor.prompts_per_update) == (128, 16)
-    assert paper.worker.actor.loss_agg_mode == "token-mean"
-    assert code.worker.actor.loss_agg_mode == "microbatch-token-mean"
-    assert code.worker.reward.reward_kwargs["profile"] == "rzero_code"
-    assert code.worker.reward.reward_kwargs["solver_votes"] == 10  # the stage file's kwargs survive the merge
-    solver = load_config([f"config={CONFIG_DIR / 'solver.yaml'}", "profile=rzero_code"])
-    assert solver.worker.actor.prompts_per_update == 128 and solver.worker.rollout.n == 5
-
-
-def test_precedence_cli_beats_file_beats_profile(tmp_path: Path) -> None:
+def test_precedence_cli_beats_file_beats_overlay(tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text(
         "worker:\n  actor:\n    prompts_per_update: 32\n    loss_agg_mode: seq-mean-token-mean\n"
     )
-    challenger = CONFIG_DIR / "challenger.yaml"
-    cfg = load_config([f"config={challenger}", f"config={extra}", "profile=rzero_code"])
-    assert cfg.worker.actor.prompts_per_update == 32  # the file overrides the profile
-    cfg = load_config(
-        [
-            f"config={challenger}",
-            f"config={extra}",
-            "profile=rzero_code",
-            "worker.actor.prompts_per_update=64",
-        ]
-    )
+    overlay = ("an overlay", {"worker": {"actor": {"prompts_per_update": 16, "ppo_epochs": 2}}})
+    cfg = load_config([f"config={extra}"], overlays=[overlay])
+    assert cfg.worker.actor.prompts_per_update == 32  # the file overrides the overlay
+    assert cfg.worker.actor.ppo_epochs == 2  # the overlay overrides the defaults
+    cfg = load_config([f"config={extra}", "worker.actor.prompts_per_update=64"], overlays=[overlay])
     assert (
         cfg.worker.actor.prompts_per_update == 64 and cfg.worker.actor.loss_agg_mode == "seq-mean-token-mean"
     )
+    with pytest.raises(ConfigError, match=r"worker\.actor\.nope.*in an overlay"):
+        load_config([], overlays=[("an overlay", {"worker": {"actor": {"nope": 1}}})])
 
 
 def test_unknown_key_is_named_with_a_suggestion() -> None:
@@ -117,9 +98,7 @@ def test_bad_value_type_is_named() -> None:
         load_config(["data.rollout_batch_size=many"])
 
 
-def test_unknown_profile_and_missing_file() -> None:
-    with pytest.raises(ConfigError, match=r"profile=.nope.*paper, rzero_code"):
-        load_config(["profile=nope"])
+def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(["config=/no/such/file.yaml"])
 
@@ -158,10 +137,9 @@ def test_missing_paths_fail_before_anything_starts(
 def test_cli_dry_run_prints_effective_config(
     tiny_model_dir: str, toy_data: str, capsys: pytest.CaptureFixture
 ) -> None:
-    assert cli_main([*_toy_args(tiny_model_dir, toy_data), "profile=rzero_code", "--dry-run"]) == 0
+    assert cli_main([*_toy_args(tiny_model_dir, toy_data), "--dry-run"]) == 0
     out = capsys.readouterr().out
     printed = OmegaConf.create(out.split("# --dry-run")[0])
-    assert printed.profile == "rzero_code"
     assert printed.worker.actor.optim.lr == 5e-3 and printed.trainer.max_steps == 16
 
 
@@ -188,10 +166,3 @@ def test_save_config_round_trips(tmp_path: Path, tiny_model_dir: str, toy_data: 
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config([f"config={tmp_path / 'config.yaml'}"])
     assert again == cfg
-
-
-def test_solver_stage_prompt_is_the_prompt_labels_were_voted_with() -> None:
-    from question_evaluate.prompts import SOLVER_SYSTEM_PROMPT
-
-    cfg = load_config([f"config={CONFIG_DIR / 'solver.yaml'}"])
-    assert cfg.data.system_prompt == SOLVER_SYSTEM_PROMPT

@@ -3,11 +3,9 @@ sharding, chat template vs plain prompt, per-benchmark k / temperature in a run 
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
-from evaluation.generate import EngineConfig, SamplingConfig, device_groups, shard_bounds
+from evaluation.generate import EngineConfig, SamplingConfig
 from evaluation.loaders import Item
 from evaluation.prompts import MATH_SYSTEM_PROMPT, build_messages, plain_prompt, render_prompt, stop_settings
 from evaluation.runner import RunConfig
@@ -24,27 +22,6 @@ def test_sampling_labels_and_seeds() -> None:
     assert SamplingConfig(temperature=1.0).label == "sampled T=1"
     with pytest.raises(ValueError, match="needs sampling"):
         SamplingConfig(k=4, temperature=0.0)
-
-
-def test_shards_are_contiguous_balanced_and_cover_everything() -> None:
-    assert shard_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
-    assert shard_bounds(2, 4) == [(0, 1), (1, 2), (2, 2), (2, 2)]
-    for n in range(0, 30):
-        for parts in range(1, 6):
-            bounds = shard_bounds(n, parts)
-            assert bounds[0][0] == 0 and bounds[-1][1] == n
-            assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
-            sizes = [e - s for s, e in bounds]
-            assert max(sizes) - min(sizes) <= 1
-
-
-def test_device_groups_for_data_and_tensor_parallel() -> None:
-    gpus = [str(i) for i in range(8)]
-    assert device_groups(gpus, 1, None) == gpus
-    assert device_groups(gpus, 2, None) == ["0,1", "2,3", "4,5", "6,7"]
-    assert device_groups(["4", "5", "6"], 1, 2) == ["4", "5"]
-    with pytest.raises(ValueError):
-        device_groups(gpus, 4, 3)
 
 
 def test_run_config_applies_k_to_the_papers_mean_at_k_benchmarks() -> None:
@@ -95,8 +72,13 @@ def test_prompts_use_the_chat_template_or_a_plain_fallback(tiny_model_dir: str) 
 def test_responses_stop_at_the_end_of_the_assistant_turn(tiny_model_dir: str) -> None:
     from transformers import AutoTokenizer
 
+    from verl.utils.stop_tokens import load_generation_config
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ids, strings = stop_settings(tokenizer, used_template=True)
+    generation_config = load_generation_config(tiny_model_dir)  # EOS ids [<|im_end|>, <|endoftext|>]
+    ids, strings = stop_settings(tokenizer, True, generation_config)
     assert set(ids) == set(tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])) and strings == []
-    ids, strings = stop_settings(tokenizer, used_template=False)
-    assert ids == [tokenizer.eos_token_id] and "\nuser:" in strings
+    ids, strings = stop_settings(tokenizer, used_template=True)  # no generation config: EOS + end of turn
+    assert ids == tokenizer.convert_tokens_to_ids(["<|im_end|>"])
+    ids, strings = stop_settings(tokenizer, False, generation_config)
+    assert "\nuser:" in strings

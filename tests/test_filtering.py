@@ -5,24 +5,21 @@ from __future__ import annotations
 import pytest
 
 from question_evaluate.filtering import (
-    PROFILE_SETTINGS,
     REASONS,
     asks_for_proof,
     count_reasons,
     filter_question,
-    profile_settings,
 )
+from rzero.profiles import PROFILES, get_profile
 
 Q = "What is the remainder when 2^10 is divided by 7?"
 
 
 def test_profile_settings_match_the_spec() -> None:
-    assert PROFILE_SETTINGS == {
-        "paper": {"votes": 10, "band": (0.25, 0.75)},
-        "rzero_code": {"votes": 9, "band": (0.3, 0.8)},
-    }
-    with pytest.raises(ValueError, match="unknown profile"):
-        profile_settings("nope")
+    settings = {name: (p.votes, p.band, p.iterations) for name, p in PROFILES.items()}
+    assert settings == {"paper": (10, (0.25, 0.75), 3), "rzero_code": (9, (0.3, 0.8), 5)}
+    with pytest.raises(ValueError, match="unknown"):
+        get_profile("nope")
 
 
 @pytest.mark.parametrize(

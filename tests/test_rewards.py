@@ -149,7 +149,7 @@ def test_challenger_scores_formula_edges() -> None:
 
 
 def test_challenger_reward_fails_fast_when_solver_is_gone(scripted_solver) -> None:
-    from question_evaluate.solver_service import SolverServiceError
+    from solver_service.server import SolverServiceError
 
     server, endpoints = scripted_solver
     server.shutdown()

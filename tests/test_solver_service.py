@@ -21,13 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from question_evaluate.prompts import SOLVER_SYSTEM_PROMPT, solver_messages
-from question_evaluate.solver_client import SolverClient
-from question_evaluate.solver_service import (
+from rzero.prompts import SOLVER_SYSTEM_PROMPT, solver_messages
+from solver_service.client import SolverClient
+from solver_service.server import (
     PIDS_FILE_NAME,
     SolverService,
     SolverServiceError,
-    device_groups,
     process_group_members,
 )
 
@@ -104,15 +103,6 @@ def test_solver_messages_carry_the_boxed_instruction():
     assert "step by step" in SOLVER_SYSTEM_PROMPT and "\\boxed{}" in SOLVER_SYSTEM_PROMPT
 
 
-def test_device_groups_split_gpus_per_tensor_parallel_group():
-    assert device_groups(None, 1) == [None]
-    assert device_groups([], 2) == [None]
-    assert device_groups(["0", "1", "2", "3"], 1) == [["0"], ["1"], ["2"], ["3"]]
-    assert device_groups(["4", "5", "6", "7"], 2) == [["4", "5"], ["6", "7"]]
-    with pytest.raises(ValueError, match="tensor-parallel"):
-        device_groups(["0", "1", "2"], 2)
-
-
 def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
     """What a GPU node runs (no server is started here): 4 GPUs, tensor parallel 2 -> 2 servers."""
     service = SolverService(
@@ -126,7 +116,7 @@ def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
         gpu_memory_utilization=0.8,
         env={"VLLM_LOGGING_LEVEL": "WARNING"},
     )
-    assert [s.devices for s in service.servers] == [["4", "5"], ["6", "7"]]
+    assert [s.devices for s in service.servers] == ["4,5", "6,7"]
     assert [service.server_env(s)["CUDA_VISIBLE_DEVICES"] for s in service.servers] == ["4,5", "6,7"]
     assert service.server_env(service.servers[0])["VLLM_LOGGING_LEVEL"] == "WARNING"
     server = service.servers[1]
@@ -353,7 +343,7 @@ def test_cli_writes_endpoints_and_stops_its_servers_on_sigterm(tiny_model_dir: s
     cmd = [
         sys.executable,
         "-m",
-        "question_evaluate.solver_service",
+        "solver_service",
         "--model",
         tiny_model_dir,
         "--devices",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from pipeline.manifest import write_manifest
+from infra.stage_kit import write_manifest
 from pipeline.summary import main, write_run_summary
 from verl.utils.logger import Tracker
 

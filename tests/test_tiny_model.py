@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from scripts.make_tiny_model import SPECIAL_TOKENS, build_tiny_model
+from model_zoo.tiny import SPECIAL_TOKENS, build_tiny_model
 
 PROMPTS = [
     [{"role": "user", "content": "What is 12 + 30?"}],

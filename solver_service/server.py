@@ -24,7 +24,7 @@ Library use:
 Shell use (the process stays in the foreground until SIGTERM/SIGINT, then stops its servers and
 exits 0; it exits 1 if the start fails or a server dies; F is written atomically once every server is
 healthy and removed on exit):
-    python -m question_evaluate.solver_service --model DIR --devices 0,1 --log-dir D --endpoints-file F &
+    python -m solver_service --model DIR --devices 0,1 --log-dir D --endpoints-file F &
     SOLVER_PID=$!
     trap 'kill $SOLVER_PID 2>/dev/null; wait $SOLVER_PID' EXIT
     until [ -f F ]; do kill -0 $SOLVER_PID || exit 1; sleep 2; done
@@ -32,12 +32,10 @@ healthy and removed on exit):
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,11 +46,19 @@ from typing import Any
 
 import httpx
 
+from infra.devices import device_groups
+from infra.processes import (
+    LOOPBACK,
+    find_free_port,
+    log_tail,
+    parent_death_signal,
+    process_group_members,
+    signal_group,
+)
 from verl.utils.fs import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 PIDS_FILE_NAME = "solver_service.json"
 ORPHAN_GRACE_S = 5.0  # how long engine processes may outlive their API server once it has exited
 # What a server's log says when its port was taken between our probe and its bind.
@@ -68,7 +74,7 @@ class SolverServer:
     """One vLLM server process: where it listens, what it runs on, where it logs."""
 
     index: int
-    devices: list[str] | None  # CUDA device ids of its tensor-parallel group; None on CPU
+    devices: str | None  # CUDA_VISIBLE_DEVICES of its tensor-parallel group; None on CPU
     log_path: Path
     port: int = 0
     process: subprocess.Popen | None = None
@@ -86,80 +92,8 @@ class SolverServer:
         return self.process.pid if self.process is not None else None
 
     def describe(self) -> str:
-        where = f"devices {','.join(self.devices)}" if self.devices else "CPU"
+        where = f"devices {self.devices}" if self.devices else "CPU"
         return f"solver server {self.index} (pid {self.pid}, port {self.port}, {where}, log {self.log_path})"
-
-
-def log_tail(path: str | os.PathLike, max_lines: int = 40, max_chars: int = 6000) -> str:
-    """The last lines of a (possibly large) log file, for error messages."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError as e:
-        return f"<log {path} unreadable: {e}>"
-    return "\n".join(text.splitlines()[-max_lines:])[-max_chars:]
-
-
-def find_free_port(host: str = LOOPBACK, exclude: set[int] | None = None) -> int:
-    """A port that was free a moment ago (bind to port 0). Another program may still take it before
-    the server binds; `SolverService` detects that from the server's exit and picks another."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if not exclude or port not in exclude:
-            return port
-    raise SolverServiceError(f"could not find a free port on {host}")
-
-
-def process_group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc.
-
-    Zombies are left out: they hold no resources, and an orphan's zombie may never be reaped when PID 1
-    of a container does not reap, so waiting for it would never end."""
-    if not os.path.isdir("/proc"):  # not Linux: only "some member exists" can be known
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue  # the process ended while we were listing
-        # Fields after the command name (which may contain spaces and parentheses): state ppid pgrp ...
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        logger.debug("process group %d already gone when sending %s", pgid, sig.name)
-
-
-def device_groups(devices: list[str] | None, tensor_parallel_size: int) -> list[list[str] | None]:
-    """Split the reserved devices into one group per server: consecutive runs of `tensor_parallel_size`.
-
-    `None` or `[]` means one server on CPU (or on whatever the inherited environment shows)."""
-    if not devices:
-        return [None]
-    if tensor_parallel_size < 1 or len(devices) % tensor_parallel_size:
-        raise ValueError(
-            f"{len(devices)} devices {devices} cannot be split into tensor-parallel groups of {tensor_parallel_size}"
-        )
-    return [devices[i : i + tensor_parallel_size] for i in range(0, len(devices), tensor_parallel_size)]
 
 
 class SolverService:
@@ -218,7 +152,8 @@ class SolverService:
         self.python = python
         self.servers = [
             SolverServer(index=i, devices=group, log_path=self.log_dir / f"solver_server_{i}.log")
-            for i, group in enumerate(device_groups(devices, tensor_parallel_size))
+            # devices None or []: one server on CPU (never "every visible GPU": the plan decides)
+            for i, group in enumerate(device_groups(devices or [], tensor_parallel_size))
         ]
         self.pids_file = self.log_dir / PIDS_FILE_NAME
         self.start_seconds: float | None = None
@@ -226,6 +161,9 @@ class SolverService:
         self._lock = threading.RLock()  # reentrant: a signal handler may call stop() inside stop()
         self._previous_handlers: dict[int, Any] = {}
         self._http = httpx.Client(trust_env=False)  # loopback only: never through a proxy
+        # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: start() is called from
+        # the thread that owns the service for its whole life (the stage's main thread).
+        self._preexec = parent_death_signal()
 
     # ------------------------------------------------------------------ public API
 
@@ -330,7 +268,7 @@ class SolverService:
         """The environment of one server: ours, plus `env`, with only its device group visible."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         if server.devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(server.devices)
+            env["CUDA_VISIBLE_DEVICES"] = server.devices
         return env
 
     def _pick_port(self) -> int:
@@ -355,6 +293,8 @@ class SolverService:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                # The server dies with us even if we are SIGKILLed (no orphan holding a GPU).
+                preexec_fn=self._preexec,
             )
         logger.info("started %s", server.describe())
         self._write_pids_file()
@@ -423,7 +363,7 @@ class SolverService:
         """SIGTERM the server's process group, once."""
         if server.process is not None and not server.sigterm_sent:
             server.sigterm_sent = True
-            _signal_group(server.process.pid, signal.SIGTERM)
+            signal_group(server.process.pid, signal.SIGTERM)
 
     def _stop_server(self, server: SolverServer, deadline: float) -> None:
         """SIGTERM the server's group (if not yet), wait until `deadline`, SIGKILL what is left."""
@@ -436,7 +376,7 @@ class SolverService:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             logger.warning("%s did not exit on SIGTERM within the grace period: SIGKILL", server.describe())
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             proc.wait()
         # The leader has exited; its engine processes may still be shutting down. When the leader
         # shut down normally it has already stopped them; what remains after a few seconds are
@@ -450,7 +390,7 @@ class SolverService:
                     logger.error("process group %d still has live members after SIGKILL", pgid)
                     return
                 logger.warning("process group %d outlived the grace period: SIGKILL", pgid)
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 killed, deadline = True, time.monotonic() + 10.0
             time.sleep(0.1)  # poll interval: members of a group cannot be waited on from here
 
@@ -506,97 +446,3 @@ class SolverService:
                 ],
             },
         )
-
-
-# ---------------------------------------------------------------------- CLI for shell drivers
-
-
-class _Shutdown(Exception):
-    """Raised in the main thread by the CLI's SIGTERM/SIGINT handler."""
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], prog="python -m question_evaluate.solver_service"
-    )
-    p.add_argument("--model", required=True, help="model folder (or hub id) of the Solver")
-    p.add_argument("--devices", default="", help="comma-separated CUDA device ids; empty = one server on CPU")
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--log-dir", required=True)
-    p.add_argument("--endpoints-file", required=True, help="json written once all servers are healthy")
-    p.add_argument("--served-model-name", default=None)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--enforce-eager", action="store_true")
-    p.add_argument("--gpu-memory-utilization", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ready-timeout-s", type=float, default=600.0)
-    p.add_argument("--stop-grace-s", type=float, default=30.0)
-    p.add_argument("extra_args", nargs="*", help="more api_server flags, after `--`")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Start the servers, write the endpoints file, stay in the foreground until SIGTERM/SIGINT.
-
-    Exit code 0 after a signal, 1 if the start failed or a server died on its own."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = _parse_args(argv)
-    endpoints_file = Path(args.endpoints_file)
-    signalled = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if not signalled.is_set():  # a second signal must not interrupt the shutdown itself
-            signalled.set()
-            raise _Shutdown(signal.Signals(signum).name)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    service = SolverService(
-        args.model,
-        args.log_dir,
-        [d.strip() for d in args.devices.split(",") if d.strip()] or None,
-        tensor_parallel_size=args.tensor_parallel_size,
-        served_model_name=args.served_model_name,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        enforce_eager=args.enforce_eager,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        seed=args.seed,
-        ready_timeout_s=args.ready_timeout_s,
-        stop_grace_s=args.stop_grace_s,
-        extra_args=args.extra_args,
-        install_signal_handlers=False,  # ours above: they turn the signal into a clean shutdown
-    )
-    try:
-        with service:
-            atomic_write_json(
-                endpoints_file,
-                {
-                    "endpoints": service.endpoints,
-                    "pids": service.pids,
-                    "model_name": service.model_name,
-                    "model": service.model,  # also the tokenizer the client applies the chat template with
-                    "max_model_len": service.max_model_len,  # None: the client asks /v1/models
-                    "log_dir": str(service.log_dir),
-                    "owner_pid": os.getpid(),
-                },
-            )
-            logger.info("endpoints written to %s; waiting for SIGTERM/SIGINT", endpoints_file)
-            while True:
-                service.check_alive()
-                time.sleep(1.0)  # watch interval: a server that dies on its own ends the service
-    except _Shutdown as e:
-        logger.info("%s received: solver servers stopped", e)
-        return 0
-    except SolverServiceError as e:
-        logger.error("%s", e)
-        return 1
-    finally:
-        # A stale endpoints file would point the next reader at dead servers.
-        endpoints_file.unlink(missing_ok=True)
-    return 1  # unreachable: the loop above only ends by an exception
-
-
-if __name__ == "__main__":
-    sys.exit(main())

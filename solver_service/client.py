@@ -25,8 +25,9 @@ from typing import Any
 
 import httpx
 
-from question_evaluate.prompts import SOLVER_SYSTEM_PROMPT, solver_messages
-from question_evaluate.solver_service import SolverServiceError
+from rzero.prompts import SOLVER_SYSTEM_PROMPT, solver_messages
+from solver_service.server import SolverServiceError
+from verl.utils.stop_tokens import load_generation_config, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +87,16 @@ class SolverClient:
             raise ValueError("SolverClient needs at least one endpoint")
         self.endpoints = [_normalise_endpoint(e) for e in endpoints]
         self.model_name = model_name
+        generation_config = None
         if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy: only when given a path
 
+            generation_config = load_generation_config(tokenizer)
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         self.tokenizer = tokenizer
+        # Every request stops where every other engine of the project stops (verl.utils.stop_tokens):
+        # the servers' own default would stop at EOS only, and a Base model would write the next turn.
+        self.stop_token_ids = stop_token_ids(tokenizer, generation_config)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_retries = max_retries
@@ -157,20 +163,14 @@ class SolverClient:
                 len(questions),
                 self.max_model_len,
             )
-        # One request carries one max_tokens: batch only prompts with the same budget (in practice
-        # all the ordinary ones; the few fitted to the context go alone).
-        by_budget: dict[int, list[int]] = {}
-        for i in to_send:
-            by_budget.setdefault(budgets[i], []).append(i)
-        step = self.prompts_per_request
-        chunks = [group[k : k + step] for group in by_budget.values() for k in range(0, len(group), step)]
         abort = threading.Event()
         futures: dict[Future, list[int]] = {}
-        for chunk in chunks:
+        for chunk in self._chunks(budgets, to_send):
             body = {
                 "model": self.model_name,
                 "prompt": [prompts[i] for i in chunk],
                 "max_tokens": budgets[chunk[0]],
+                "stop_token_ids": self.stop_token_ids,
                 **sampling,
             }
             if seed is not None:  # one seed per request: vLLM gives the n samples of a request seed+k
@@ -204,6 +204,15 @@ class SolverClient:
             self.stats(),
         )
         return answers
+
+    def _chunks(self, budgets: list[int], to_send: list[int]) -> list[list[int]]:
+        """Question indices per request. One request carries one max_tokens: batch only prompts with
+        the same budget (in practice all the ordinary ones; the few fitted to the context go alone)."""
+        by_budget: dict[int, list[int]] = {}
+        for i in to_send:
+            by_budget.setdefault(budgets[i], []).append(i)
+        step = self.prompts_per_request
+        return [group[k : k + step] for group in by_budget.values() for k in range(0, len(group), step)]
 
     def stats(self) -> dict[str, Any]:
         """Counters since creation (or `reset_stats`): calls, prompts, completions, requests (HTTP

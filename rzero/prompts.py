@@ -1,6 +1,11 @@
-"""The Challenger's zero-data prompt (RZERO_SPEC.md section 2), in our own words.
+"""The R-Zero prompts, each written once: the Solver's (RZERO_SPEC.md sections 2 and 3) and the
+Challenger's zero-data prompt (section 2, in our own words).
 
-Every Challenger prompt is the same two-message chat; no dataset is needed. Variants:
+Solver: one system prompt, used wherever the Solver answers (the Solver service queried by the
+Challenger reward, pseudo-labelling, Solver GRPO through `solver_prompt_config()`, evaluation of the
+math benchmarks), so that p̂ is measured with the prompt the Solver is trained and evaluated with.
+
+Challenger: every prompt is the same two-message chat; no dataset is needed. Variants:
 - `default`: a competition-math problem setter;
 - `persona`: the role sentence replaced by a persona (one per prompt, cycled deterministically);
 - `general`: a domain-general question writer (science, logic, everyday reasoning), still with one
@@ -8,6 +13,24 @@ Every Challenger prompt is the same two-message chat; no dataset is needed. Vari
 """
 
 from __future__ import annotations
+
+SOLVER_SYSTEM_PROMPT = (
+    "You are a careful mathematician. Solve the problem below by reasoning step by step, "
+    "and put your final answer within \\boxed{}."
+)
+
+
+def solver_messages(question: str, system_prompt: str = SOLVER_SYSTEM_PROMPT) -> list[dict[str, str]]:
+    """The Solver chat for one question: the system prompt, then the question as the user turn.
+
+    Returns `[{"role": "system", ...}, {"role": "user", ...}]`, ready for
+    `tokenizer.apply_chat_template(..., add_generation_prompt=True)`.
+    """
+    return [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": question.strip()},
+    ]
+
 
 VARIANTS = ("default", "persona", "general")
 

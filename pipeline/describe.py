@@ -1,0 +1,97 @@
+"""What `main.sh --dry-run` (and every run) prints first: devices, stages, the profile's numbers as
+they will be used, and the effective engine config of both training stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import PipelineConfig
+from pipeline.launch import challenger_config, solver_config
+from pipeline.planner import DevicePlan
+from rzero.profiles import get_profile
+from rzero.prompts import SOLVER_SYSTEM_PROMPT
+from training.common import build_engine_config
+from verl.trainer.config import config_to_yaml
+from verl.utils.stop_tokens import model_stop_token_ids
+
+
+def _stop_ids(model: str) -> str:
+    """The stop ids every engine of the run uses, when the model's tokenizer is at hand."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        ids = model_stop_token_ids(model, tokenizer)
+        return f"{ids} ({', '.join(repr(tokenizer.convert_ids_to_tokens(i)) for i in ids)})"
+    except (OSError, ValueError) as e:  # not downloaded yet / offline: the rule still holds
+        return (
+            f"(tokenizer not available here: {type(e).__name__}; rule: EOS ids + chat template end of turn)"
+        )
+
+
+def _devices(plan: DevicePlan) -> list[str]:
+    return [
+        f"devices: {plan.kind}"
+        + (f" {','.join(plan.devices)}" if plan.devices else f", {plan.cpu_ranks} ranks"),
+        f"  challenger: trainer on {plan.challenger_trainer or f'{plan.cpu_ranks} CPU ranks'}, "
+        f"Solver servers on {plan.challenger_solver or 'CPU (one server)'}"
+        + (" (shared GPU)" if plan.shared_gpu else ""),
+        f"  question_generate / question_evaluate / evaluate: one vLLM engine per device "
+        f"({len(plan.devices) or 1} engine(s))",
+        f"  solver: FSDP over {plan.solver_world} rank(s)",
+        *[f"  note: {n}" for n in plan.notes],
+    ]
+
+
+def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, plan: DevicePlan) -> str:
+    prof = get_profile(p.profile)
+    engines = {
+        "challenger": build_engine_config(
+            challenger_config(p, plan, base_model, base_model, run_dir, p.seed)
+        ),
+        "solver": build_engine_config(solver_config(p, plan, base_model, "<dataset>", run_dir, p.seed)),
+    }
+    for config in engines.values():
+        config.validate(check_paths=False)
+    micro = {
+        stage: f"update {c.worker.actor.micro_batch_size_per_device_for_update}, "
+        f"experience {c.worker.actor.micro_batch_size_per_device_for_experience} per device; "
+        f"{c.worker.actor.prompts_per_update} prompts per update; loss {c.worker.actor.loss_agg_mode}"
+        for stage, c in engines.items()
+    }
+    lines = [
+        f"R-Zero run '{tag}': base model {base_model}, profile {p.profile}, {p.iterations} iteration(s)",
+        f"outputs: {run_dir}/iter_<i>/<stage>/",
+        "",
+        *_devices(plan),
+        "",
+        f"profile {prof.name} (RZERO_SPEC.md):",
+        f"  Solver prompt (every Solver query, GRPO and math evaluation): {SOLVER_SYSTEM_PROMPT!r}",
+        f"  stop ids (every engine): {_stop_ids(base_model)}",
+        f"  answers: {prof.answer_semantics}",
+        f"  pseudo-labels: m={p.votes or prof.votes}, p_hat = {prof.p_hat_rule}, kept band {list(prof.band)}",
+        f"  drops: {', '.join(prof.drops)}",
+        f"  Challenger reward: {prof.challenger_reward}",
+        f"  Solver reward: {prof.solver_reward}",
+        f"  micro-batches, challenger: {micro['challenger']}",
+        f"  micro-batches, solver: {micro['solver']}",
+        f"  iterations: {p.iterations}",
+        "",
+        "stages per iteration:",
+        "  1 challenger        GRPO vs frozen Solver (uncertainty - repetition penalty)",
+        f"  2 question_generate {p.num_questions} questions (T={p.gen_temperature}, top_p={p.gen_top_p}, "
+        f"max {p.gen_max_tokens} tokens)",
+        f"  3 question_evaluate m={p.votes or prof.votes} votes, keep p_hat in {list(prof.band)}",
+        "  4 solver            GRPO on the kept questions (majority-label reward)",
+        f"  5 evaluate          {'on' if p.evaluate else 'off'}",
+        "",
+        "pipeline settings:",
+        *[f"  {k}: {v}" for k, v in p.to_dict().items()],
+    ]
+    for stage, config in engines.items():
+        lines += [
+            "",
+            f"effective engine config, {stage} stage:",
+            *["  " + ln for ln in config_to_yaml(config).splitlines()],
+        ]
+    return "\n".join(lines)

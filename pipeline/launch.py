@@ -1,0 +1,213 @@
+"""The one way a stage is launched: build its config from the pipeline settings and the device plan,
+write it into the stage folder as `stage_config.json`, run `python -m <stage> --config FILE` in its
+own process, and take the stage's manifest (written last by the stage) as the sign it finished.
+
+The driver launches every stage this way; `scripts/questioner_train.sh` and `scripts/solver_train.sh`
+launch one training stage alone through this module's CLI:
+
+    python -m pipeline.launch challenger SOLVER_MODEL CHALLENGER_INIT OUT_DIR [--preset P] [k=v ...]
+    python -m pipeline.launch solver SOLVER_INIT DATASET OUT_DIR [--preset P] [k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.logs import setup_logging
+from infra.stage_kit import read_manifest, write_stage_config
+from infra.vllm_engines import EngineOptions
+from pipeline.config import PipelineConfig, load_pipeline_config
+from pipeline.planner import DevicePlan, plan_devices
+from question_evaluate.pseudo_label import LabelConfig
+from question_generate.generate import GenerateConfig
+from rzero.profiles import PROFILES
+from training.common import TrainStageConfig
+from verl.trainer.config import CONFIG_DIR
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = CONFIG_DIR.parent
+STAGE_CONFIG = "stage_config.json"
+# The Python module each stage runs as (`python -m MODULE --config FILE`).
+STAGE_MODULES = {
+    "challenger": "training",
+    "question_generate": "question_generate",
+    "question_evaluate": "question_evaluate",
+    "solver": "training",
+    "evaluate": "evaluation",
+}
+
+
+class StageFailed(RuntimeError):
+    """A stage process failed; the message says which and how to resume."""
+
+
+def run_stage(stage: str, stage_dir: Path, config: Any) -> dict:
+    """Run one stage unless its manifest says it is done; return its manifest."""
+    if (manifest := read_manifest(stage_dir)) is not None:
+        logger.info("%s/%s: done, skipping", stage_dir.parent.name, stage)
+        return manifest
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    config_path = write_stage_config(stage_dir / STAGE_CONFIG, config)
+    cmd = [sys.executable, "-m", STAGE_MODULES[stage], "--config", str(config_path)]
+    logger.info("%s/%s: %s", stage_dir.parent.name, stage, " ".join(cmd))
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, check=False)
+    if proc.returncode != 0:
+        raise StageFailed(
+            f"stage {stage} failed with exit code {proc.returncode} after {time.time() - started:.0f}s; "
+            "fix the cause and rerun the same command to resume"
+        )
+    manifest = read_manifest(stage_dir)
+    if manifest is None:
+        raise StageFailed(f"stage {stage} exited 0 but wrote no manifest in {stage_dir}")
+    return manifest
+
+
+def engine_args(pipe: PipelineConfig, stage: str) -> list[str]:
+    """The run's engine files and overrides for a training stage, in precedence order."""
+    extra = pipe.challenger_overrides if stage == "challenger" else pipe.solver_overrides
+    return [*[f"config={p}" for p in pipe.engine_configs], *pipe.engine_overrides, *extra]
+
+
+def challenger_config(
+    pipe: PipelineConfig,
+    plan: DevicePlan,
+    solver: str,
+    challenger: str,
+    out: Path,
+    seed: int,
+    extra: list[str] = (),
+) -> TrainStageConfig:
+    cuda = plan.kind == "cuda"
+    return TrainStageConfig(
+        stage="challenger",
+        model=challenger,
+        out_dir=str(out),
+        profile=pipe.profile,
+        solver_model=solver,
+        engine_args=[*engine_args(pipe, "challenger"), *extra],
+        device=plan.kind,
+        world=plan.trainer_world,
+        trainer_devices=list(plan.challenger_trainer) if cuda else [],
+        solver_devices=list(plan.challenger_solver) if cuda else [],
+        shared_gpu=plan.shared_gpu,
+        seed=seed,
+    )
+
+
+def solver_config(
+    pipe: PipelineConfig,
+    plan: DevicePlan,
+    solver: str,
+    dataset: str,
+    out: Path,
+    seed: int,
+    extra: list[str] = (),
+) -> TrainStageConfig:
+    return TrainStageConfig(
+        stage="solver",
+        model=solver,
+        out_dir=str(out),
+        profile=pipe.profile,
+        dataset=dataset,
+        engine_args=[*engine_args(pipe, "solver"), *extra],
+        device=plan.kind,
+        world=plan.solver_world,
+        trainer_devices=list(plan.devices) if plan.kind == "cuda" else [],
+        seed=seed,
+    )
+
+
+def generate_config(
+    pipe: PipelineConfig, plan: DevicePlan, challenger: str, out: Path, seed: int
+) -> GenerateConfig:
+    # Prompt + answer room for the engine.
+    engine = EngineOptions(devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 1024)
+    return GenerateConfig(
+        model=challenger,
+        out_dir=str(out),
+        num_questions=pipe.num_questions,
+        variant=pipe.prompt_variant,
+        temperature=pipe.gen_temperature,
+        top_p=pipe.gen_top_p,
+        max_tokens=pipe.gen_max_tokens,
+        seed=seed,
+        engine=engine,
+    )
+
+
+def label_config(
+    pipe: PipelineConfig, plan: DevicePlan, solver: str, questions: str, out: Path, seed: int
+) -> LabelConfig:
+    # The longest question the Challenger can write, the chat markup, and the answer.
+    engine = EngineOptions(
+        devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 512 + pipe.label_max_tokens
+    )
+    return LabelConfig(
+        solver=solver,
+        questions=questions,
+        out_dir=str(out),
+        profile=pipe.profile,
+        votes=pipe.votes or None,
+        max_tokens=pipe.label_max_tokens,
+        seed=seed,
+        engine=engine,
+    )
+
+
+def evaluate_config(pipe: PipelineConfig, model: str, out: Path, label: str) -> dict[str, Any]:
+    """Options of `python -m evaluation --config FILE` (the evaluation CLI's own option names)."""
+    config: dict[str, Any] = {"model": model, "out": str(out), "label": label, "seed": pipe.seed}
+    if pipe.eval_benchmarks:
+        config["benchmarks"] = list(pipe.eval_benchmarks)
+    if pipe.eval_data_dir:
+        config["data_dir"] = pipe.eval_data_dir
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one training stage alone (scripts/questioner_train.sh, scripts/solver_train.sh)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("stage", choices=["challenger", "solver"])
+    parser.add_argument("model", help="challenger: the frozen Solver; solver: the Solver to train")
+    parser.add_argument("input", help="challenger: the Challenger to train; solver: the dataset (parquet)")
+    parser.add_argument("out_dir")
+    parser.add_argument(
+        "--preset", default=None, help="pipeline preset yaml (e.g. configs/pipeline/demo.yaml)"
+    )
+    parser.add_argument("--profile", default=None, choices=tuple(PROFILES))
+    parser.add_argument("--set", action="append", default=[], help="pipeline setting key=value")
+    parser.add_argument("overrides", nargs="*", help="engine config key=value for this stage")
+    args = parser.parse_args(argv)
+    setup_logging()
+    pipe = load_pipeline_config(
+        args.preset, list(args.set) + ([f"profile={args.profile}"] if args.profile else [])
+    )
+    plan = plan_devices(None, pipe.solver_gpus or None, pipe.cpu_ranks)
+    if plan.kind == "cpu":
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    out = Path(args.out_dir)
+    if args.stage == "challenger":
+        config = challenger_config(pipe, plan, args.model, args.input, out, pipe.seed, args.overrides)
+    else:
+        config = solver_config(pipe, plan, args.model, args.input, out, pipe.seed, args.overrides)
+    try:
+        run_stage(args.stage, out, config)
+    except StageFailed as e:
+        logger.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
