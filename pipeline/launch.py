@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.logs import setup_logging
-from infra.stage_kit import read_manifest, write_stage_config
+from infra.stage_kit import finished_stage, read_manifest, write_stage_config
 from infra.vllm_engines import EngineOptions
 from pipeline.config import PipelineConfig, load_pipeline_config
 from pipeline.planner import DevicePlan, plan_devices
@@ -51,8 +51,7 @@ class StageFailed(RuntimeError):
 
 def run_stage(stage: str, stage_dir: Path, config: Any) -> dict:
     """Run one stage unless its manifest says it is done; return its manifest."""
-    if (manifest := read_manifest(stage_dir)) is not None:
-        logger.info("%s/%s: done, skipping", stage_dir.parent.name, stage)
+    if (manifest := finished_stage(stage_dir, stage)) is not None:
         return manifest
     stage_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_stage_config(stage_dir / STAGE_CONFIG, config)
