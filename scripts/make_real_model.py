@@ -13,7 +13,7 @@ from pathlib import Path
 # `model_zoo` importable whether or not the project is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model_zoo.smollm2 import main  # noqa: E402
+from model_zoo.smollm2 import main
 
 if __name__ == "__main__":
     sys.exit(main())
