@@ -281,7 +281,7 @@ def test_find_local_file_accepts_aliases(tmp_path: Path) -> None:
     assert find_local_file("amc23", tmp_path) is None
 
 
-def test_subsampling_is_seeded_sorted_and_defaults_to_1000_for_the_general_sets(tmp_path: Path) -> None:
+def test_subsampling_is_seeded_and_sorted_and_the_default_is_the_full_set(tmp_path: Path) -> None:
     assert subsample_indices(10, None, 0, "x") == list(range(10))
     assert subsample_indices(10, 20, 0, "x") == list(range(10))
     a = subsample_indices(100, 10, 0, "bbeh")
@@ -292,10 +292,15 @@ def test_subsampling_is_seeded_sorted_and_defaults_to_1000_for_the_general_sets(
 
     rows = [{"question": f"q{i}", "answer": "yes", "task": "t"} for i in range(1200)]
     path = _write_jsonl(tmp_path / "bbeh.jsonl", rows)
+    # The authors score the full sets: no registry entry subsamples unless the run asks for it.
+    for name in ("bbeh", "mmlu_pro", "supergpqa"):
+        assert get_spec(name).default_limit is None
     default = load_benchmark("bbeh", path, seed=3)
-    assert len(default.items) == 1000 and default.limit == 1000
-    assert [i.index for i in default.items] == subsample_indices(1200, 1000, 3, "bbeh")
-    assert all(i.question == f"q{i.index}" for i in default.items)
+    assert len(default.items) == 1200 and default.limit is None
+    subset = load_benchmark("bbeh", path, limit=1000, seed=3)
+    assert len(subset.items) == 1000 and (subset.limit, subset.seed) == (1000, 3)
+    assert [i.index for i in subset.items] == subsample_indices(1200, 1000, 3, "bbeh")
+    assert all(i.question == f"q{i.index}" for i in subset.items)
     assert len(load_benchmark("bbeh", path, limit=None).items) == 1200
     assert (
         len(
