@@ -20,7 +20,14 @@ from evaluation.loaders import (
     parse_field_args,
     subsample_indices,
 )
-from evaluation.registry import DEFAULT_BENCHMARKS, MATH_BENCHMARKS, REGISTRY, get_spec, resolve_name
+from evaluation.registry import (
+    DEFAULT_BENCHMARKS,
+    MATH_BENCHMARKS,
+    REGISTRY,
+    default_max_new_tokens,
+    get_spec,
+    resolve_name,
+)
 
 # One or two rows per benchmark in the schema of the hub copy the authors load, with the gold
 # answer each row must yield.
@@ -310,6 +317,16 @@ def test_subsampling_is_seeded_and_sorted_and_the_default_is_the_full_set(tmp_pa
         )
         == 2
     )
+
+
+def test_registry_token_budgets_are_the_papers() -> None:
+    # The authors: 4096 new tokens for math, 8192 (EVAL_MAX_TOKENS) for the general benchmarks.
+    for name in MATH_BENCHMARKS:
+        assert default_max_new_tokens(name) == 4096
+    for name in ("mmlu_pro", "supergpqa", "bbeh", "gpqa_diamond"):
+        assert default_max_new_tokens(name) == 8192
+    assert default_max_new_tokens("MMLU-Pro") == 8192  # aliases resolve
+    assert all(spec.default_limit is None for spec in REGISTRY.values())
 
 
 def test_gold_extractors() -> None:
