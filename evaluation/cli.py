@@ -92,7 +92,7 @@ def build_run_parser() -> argparse.ArgumentParser:
         "--limit",
         type=_limit,
         default=-1,
-        help="items per benchmark: N, 'all' or 'default' (1000 for the large general sets)",
+        help="items per benchmark: N (a seeded subset, labelled in the report), 'all' or 'default' (the full set)",
     )
     p.add_argument("--limit-for", action="append", default=[], help="NAME=N|all per benchmark")
     p.add_argument("--seed", type=int, default=0, help="subsampling, option-shuffle and sampling seed")
@@ -107,7 +107,12 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-temperature", type=float, default=0.6, help="temperature for mean@k (k>1)")
     p.add_argument("--sample-top-p", type=float, default=0.95, help="top_p for mean@k (k>1)")
     p.add_argument("--top-k", type=int, default=-1)
-    p.add_argument("--max-tokens", type=int, default=4096, help="max new tokens per response")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="max new tokens per response (default: math 4096, general 8192)",
+    )
     p.add_argument("--max-model-len", type=int, help="vLLM context length (default: the model's)")
     p.add_argument("--dtype", default="auto", help="vLLM dtype (auto = model dtype on GPU, float32 on CPU)")
     p.add_argument("--tensor-parallel-size", type=int, default=1)

@@ -274,8 +274,8 @@ def load_benchmark(
 
     Args:
         fields: overrides of the entry's field candidates, e.g. {"question": "problem", "gold": "text"}.
-        limit: number of seeded-random items to keep; -1 = the entry's default (1000 for the large
-            general sets, else all), None = all.
+        limit: number of seeded-random items to keep (an explicit subset, labelled in the report);
+            -1 = the entry's default (the full set for every registry entry), None = all.
         seed: subsampling seed (also the GPQA option-shuffle seed).
     """
     spec = get_spec(name)

@@ -1,7 +1,7 @@
 """Prompts for evaluation: the chat messages per metric, rendered with the model's chat template.
 
-The wording follows the authors' evaluation scripts: math questions get the solver system prompt
-("reason step by step ... \\boxed{}"), multiple-choice questions list the options as "(A): ..." and
+The wording follows the authors' evaluation scripts: math questions get the Solver prompt
+(`rzero.prompts.solver_messages`, the one string every Solver query uses), multiple-choice questions list the options as "(A): ..." and
 ask for the letter in \\boxed{}, BBEH questions ask for the final answer in \\boxed{}. A model
 without a chat template gets a plain "system: / user: / assistant:" transcript.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation.loaders import OPTION_LETTERS, Item
+from rzero.prompts import solver_messages
 from verl.utils.stop_tokens import stop_token_ids
 
-MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 MC_INSTRUCTION = (
     "Please reason step by step, and put your final answer option within \\boxed{}. "
     "Only put the option letter in the box, e.g. \\boxed{A}. There is only one correct answer."
@@ -32,10 +32,7 @@ def format_options(options: tuple[str, ...] | list[str]) -> str:
 def build_messages(item: Item, metric: str) -> list[dict[str, str]]:
     """Chat messages for one item under `metric` ("math", "mc" or "bbeh")."""
     if metric == "math":
-        return [
-            {"role": "system", "content": MATH_SYSTEM_PROMPT},
-            {"role": "user", "content": item.question},
-        ]
+        return solver_messages(item.question)  # the Solver prompt it was trained with (rzero.prompts)
     if metric == "mc":
         if not item.options:
             raise ValueError(f"{item.id}: a multiple-choice item needs options")

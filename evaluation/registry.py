@@ -8,8 +8,15 @@ line replaces the candidates with one column.
 
 Metrics:
     math  - last balanced \\boxed{} of the response vs the gold answer, graded by math-verify.
-    mc    - multiple choice: the option letter in \\boxed{} (or a final "answer is (X)" line).
+    mc    - multiple choice: the option letter in \\boxed{} (or a final "answer is (X)" line); scored
+            strictly and, beside it, with a seeded random letter for unparsed answers (the authors'
+            scripts draw an unseeded one), see `evaluation.scoring`.
     bbeh  - BIG-Bench Extra Hard: its answer normalisation and fuzzy match.
+
+Protocol by default (RZERO_SPEC.md section 5, the authors' evaluation scripts): every benchmark is
+scored on its full set (MMLU-Pro test, SuperGPQA train, BBEH all included), greedily, with up to
+`MATH_MAX_NEW_TOKENS` new tokens for math and `GENERAL_MAX_NEW_TOKENS` for the general benchmarks.
+A seeded subset is an explicit option of the run (`--limit` / `--limit-for`), labelled in the report.
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ EXTRA_BENCHMARKS: tuple[str, ...] = ("gpqa_diamond",)
 
 DEFAULT_BENCHMARKS: tuple[str, ...] = MATH_BENCHMARKS + GENERAL_BENCHMARKS
 
+MATH_MAX_NEW_TOKENS = 4096
+"""New-token budget of the math benchmarks (the authors' math evaluation)."""
+
+GENERAL_MAX_NEW_TOKENS = 8192
+"""New-token budget of the general benchmarks (the authors' EVAL_MAX_TOKENS default for MMLU-Pro,
+SuperGPQA and BBEH)."""
+
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
@@ -52,8 +66,9 @@ class BenchmarkSpec:
         metric: "math", "mc" or "bbeh".
         options_builder: "list" (options column holds the list) or "gpqa" (correct + 3 incorrect
             answers in separate columns, shuffled with the run's seed).
-        default_limit: the authors evaluate 1000 seeded-random items of the large general sets;
-            None = all items.
+        default_limit: items used when the run asks for no subset; None (every entry) = the full
+            set, which is what the authors score. A subset is always an explicit option of the run.
+        max_new_tokens: the default new-token budget of a response (math 4096, general 8192).
         mean_at_k: the paper repeats these benchmarks (AMC, AIME) and reports mean@32; `--k` applies
             to them unless `--k-for` says otherwise.
         aliases: other names accepted on the command line and as local file stems.
@@ -70,6 +85,7 @@ class BenchmarkSpec:
     metric: str
     options_builder: str = "list"
     default_limit: int | None = None
+    max_new_tokens: int = MATH_MAX_NEW_TOKENS
     mean_at_k: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
     hub_url: str | None = None
@@ -177,7 +193,7 @@ REGISTRY: dict[str, BenchmarkSpec] = {
             },
             gold="letter",
             metric="mc",
-            default_limit=1000,
+            max_new_tokens=GENERAL_MAX_NEW_TOKENS,
             aliases=("mmlupro", "mmlu-pro"),
         ),
         BenchmarkSpec(
@@ -195,7 +211,7 @@ REGISTRY: dict[str, BenchmarkSpec] = {
             },
             gold="letter",
             metric="mc",
-            default_limit=1000,
+            max_new_tokens=GENERAL_MAX_NEW_TOKENS,
             aliases=("super_gpqa", "super-gpqa"),
         ),
         BenchmarkSpec(
@@ -207,7 +223,7 @@ REGISTRY: dict[str, BenchmarkSpec] = {
             fields={"question": ("question", "input"), "answer": ("answer", "target"), "category": ("task",)},
             gold="text",
             metric="bbeh",
-            default_limit=1000,
+            max_new_tokens=GENERAL_MAX_NEW_TOKENS,
             aliases=("bbeh_eval", "bbeh-eval"),
         ),
         BenchmarkSpec(
@@ -220,6 +236,7 @@ REGISTRY: dict[str, BenchmarkSpec] = {
             gold="letter",
             metric="mc",
             options_builder="gpqa",
+            max_new_tokens=GENERAL_MAX_NEW_TOKENS,
             aliases=("gpqa", "gpqa-diamond"),
         ),
     ]
@@ -244,3 +261,8 @@ def resolve_name(name: str) -> str:
 def get_spec(name: str) -> BenchmarkSpec:
     """The registry entry for `name` (canonical or alias)."""
     return REGISTRY[resolve_name(name)]
+
+
+def default_max_new_tokens(name: str) -> int:
+    """The paper's new-token budget for benchmark `name`: 4096 for math, 8192 for the general ones."""
+    return get_spec(name).max_new_tokens

@@ -4,6 +4,13 @@ Averages follow the paper: MATH AVG = mean of the 7 math benchmarks; Overall AVG
 mean(MATH AVG, SuperGPQA, MMLU-Pro, BBEH). They are computed from unrounded scores and printed
 with 2 decimals. An average over fewer components than the paper's (a partial run) is printed
 with a "*" and explained under the table; the CSV gives the number of components.
+
+Multiple choice (SuperGPQA, MMLU-Pro, GPQA) is reported twice: the strict score (no letter found =
+wrong) in the benchmark's column, and beside it the score with a seeded random letter for unparsed
+answers ("rand. letter"), which is how the authors' scripts score and so what the paper's numbers
+compare with; Overall AVG is given both ways. A benchmark scored on a seeded subset instead of its
+full set says "subset of N (seed S)" in its column title (or cell), and a new-token budget other
+than the paper's (4096 math, 8192 general) says "max T tokens".
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ class ReportRow:
     protocols: dict[str, str] = field(default_factory=dict)
     judge_scores: dict[str, float] = field(default_factory=dict)
     math_avg_given: float | None = None  # published rows give MATH AVG but not its parts
+    # Multiple choice: the score with a seeded random letter for unparsed answers (the authors' way).
+    random_letter_scores: dict[str, float] = field(default_factory=dict)
+    # Where a benchmark departs from the paper's protocol: "subset of N (seed S)", "max 4096 tokens".
+    departures: dict[str, str] = field(default_factory=dict)
 
 
 # Published numbers for Qwen3-4B-Base (RZERO_SPEC.md section 6 and the paper's math table);
@@ -81,9 +92,14 @@ def overall_avg(math_average: float | None, scores: dict[str, float]) -> tuple[f
     return _mean(parts), len(parts)
 
 
-def row_averages(row: ReportRow, judged: bool = False) -> dict[str, tuple[float | None, int]]:
-    """{"math_avg": (value, n of 7), "overall_avg": (value, n of 4)} for the rule (or judge) scores."""
+def row_averages(
+    row: ReportRow, judged: bool = False, random_letter: bool = False
+) -> dict[str, tuple[float | None, int]]:
+    """{"math_avg": (value, n of 7), "overall_avg": (value, n of 4)} for the rule (or judge) scores;
+    `random_letter`: with the multiple-choice scores that draw a letter for unparsed answers."""
     scores = row.judge_scores if judged else row.scores
+    if random_letter:
+        scores = {**scores, **row.random_letter_scores}
     if row.math_avg_given is not None and not judged:
         m = (row.math_avg_given, len(MATH_BENCHMARKS))
     else:
@@ -103,6 +119,19 @@ def _fmt_avg(value: float | None, n: int, full: int) -> str:
 # ----------------------------------------------------------------------------- rows from results
 
 
+def departure_label(name: str, entry: dict) -> str:
+    """How a results.json benchmark entry departs from the paper's protocol ("" if it does not):
+    "subset of N (seed S)" for a seeded subset, "max T tokens" for another new-token budget."""
+    parts = []
+    limit, rows, n = entry.get("limit"), entry.get("source_rows"), entry.get("num_items")
+    if limit is not None and n is not None and (rows is None or n < rows - entry.get("skipped_empty", 0)):
+        parts.append(f"subset of {n} (seed {entry.get('seed', 0)})")
+    budget = entry.get("max_tokens")
+    if budget is not None and name in REGISTRY and budget != REGISTRY[name].max_new_tokens:
+        parts.append(f"max {budget} tokens")
+    return ", ".join(parts)
+
+
 def row_from_results(results: dict, label: str | None = None) -> ReportRow:
     """A table row from a results.json written by `evaluation.runner`."""
     row = ReportRow(label or results.get("label") or results.get("model", "?"))
@@ -111,6 +140,10 @@ def row_from_results(results: dict, label: str | None = None) -> ReportRow:
         row.protocols[name] = entry.get("protocol", "")
         if entry.get("judge_accuracy") is not None:
             row.judge_scores[name] = float(entry["judge_accuracy"])
+        if entry.get("accuracy_random_letter") is not None:
+            row.random_letter_scores[name] = float(entry["accuracy_random_letter"])
+        if departure := departure_label(name, entry):
+            row.departures[name] = departure
     return row
 
 
@@ -143,26 +176,36 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in body]
 
 
-def _column_title(name: str, rows: Sequence[ReportRow]) -> str:
-    """Benchmark title, with its protocol when it is the same non-greedy one in every row."""
-    title = REGISTRY[name].title
-    protocols = {r.protocols.get(name) for r in rows if name in r.scores}
-    if len(protocols) == 1:
-        (protocol,) = protocols
-        if protocol and protocol != "greedy":
-            title += f" ({protocol})"
+def _annotation(row: ReportRow, name: str) -> str:
+    """What sets a score apart: a non-greedy protocol, a subset, another token budget."""
+    protocol = row.protocols.get(name)
+    parts = [protocol] if protocol and protocol != "greedy" else []
+    if row.departures.get(name):
+        parts.append(row.departures[name])
+    return ", ".join(parts)
+
+
+def _column_title(name: str, rows: Sequence[ReportRow], suffix: str = "") -> str:
+    """Benchmark title, with its annotation when it is the same non-empty one in every row."""
+    title = REGISTRY[name].title + suffix
+    annotations = {_annotation(r, name) for r in rows if name in r.scores}
+    if len(annotations) == 1:
+        (annotation,) = annotations
+        if annotation:
+            title += f" ({annotation})"
     return title
 
 
-def _cell(row: ReportRow, name: str, rows: Sequence[ReportRow], judged: bool = False) -> str:
-    scores = row.judge_scores if judged else row.scores
+def _cell(
+    row: ReportRow, name: str, rows: Sequence[ReportRow], judged: bool = False, random_letter: bool = False
+) -> str:
+    scores = row.judge_scores if judged else row.random_letter_scores if random_letter else row.scores
     if name not in scores:
         return MISSING
     text = fmt(scores[name])
-    protocols = {r.protocols.get(name) for r in rows if name in r.scores}
-    protocol = row.protocols.get(name)
-    if len(protocols) > 1 and protocol and protocol != "greedy":
-        text += f" ({protocol})"  # mixed protocols in one column: label each cell
+    annotation = _annotation(row, name)
+    if len({_annotation(r, name) for r in rows if name in r.scores}) > 1 and annotation:
+        text += f" ({annotation})"  # mixed protocols in one column: label each cell
     return text
 
 
@@ -183,19 +226,9 @@ def render_markdown(rows: Sequence[ReportRow], title: str = "Evaluation results"
     lines += _table(header, body)
 
     lines += ["", "## General-domain reasoning", ""]
-    header = ["Model", "Overall AVG", "MATH AVG"] + [
-        _column_title(n, rows) for n in (*GENERAL_BENCHMARKS, *extras)
-    ]
-    body = []
-    for row in rows:
-        averages = row_averages(row)
-        (m, mn), (o, on) = averages["math_avg"], averages["overall_avg"]
-        partial |= o is not None and on < 1 + len(GENERAL_BENCHMARKS)
-        body.append(
-            [row.label, _fmt_avg(o, on, 1 + len(GENERAL_BENCHMARKS)), _fmt_avg(m, mn, len(MATH_BENCHMARKS))]
-            + [_cell(row, b, rows) for b in (*GENERAL_BENCHMARKS, *extras)]
-        )
-    lines += _table(header, body)
+    general, body = _general_table(rows, extras)
+    lines += general
+    partial |= body
 
     if any(r.judge_scores for r in rows):
         judged = [
@@ -221,7 +254,45 @@ def render_markdown(rows: Sequence[ReportRow], title: str = "Evaluation results"
     notes = ["", "Scores are accuracy in percent; mean@k is the mean over k sampled responses per question."]
     if partial:
         notes.append("\\* average over the benchmarks present only (the paper's averages use all 7 / all 4).")
+    if any(r.random_letter_scores for r in rows):
+        notes.append(
+            "Multiple choice: the benchmark's column is the strict score (no letter found = wrong); "
+            '"rand. letter" columns give a seeded random letter to each unparsed answer, as the '
+            "authors' scripts do (unseeded), so they compare with the paper's numbers."
+        )
+    if any("subset of" in d for r in rows for d in r.departures.values()):
+        notes.append(
+            '"subset of N (seed S)": scored on a seeded random subset, not on the full set as the paper.'
+        )
+    if any("tokens" in d for r in rows for d in r.departures.values()):
+        notes.append('"max T tokens": a new-token budget other than the paper\'s (4096 math, 8192 general).')
     return "\n".join(lines + notes) + "\n"
+
+
+def _general_table(rows: Sequence[ReportRow], extras: Sequence[str]) -> tuple[list[str], bool]:
+    """The general-domain table (strict scores, then the random-letter columns when there are any)
+    and whether an average in it is partial."""
+    names = (*GENERAL_BENCHMARKS, *extras)
+    lettered = [n for n in names if any(n in r.random_letter_scores for r in rows)]
+    header = ["Model", "Overall AVG", "MATH AVG"] + [_column_title(n, rows) for n in names]
+    if lettered:
+        header += ["Overall AVG (rand. letter)"]
+        header += [_column_title(n, rows, " (rand. letter)") for n in lettered]
+    body = []
+    partial = False
+    full = 1 + len(GENERAL_BENCHMARKS)
+    for row in rows:
+        averages = row_averages(row)
+        (m, mn), (o, on) = averages["math_avg"], averages["overall_avg"]
+        partial |= o is not None and on < full
+        cells = [row.label, _fmt_avg(o, on, full), _fmt_avg(m, mn, len(MATH_BENCHMARKS))]
+        cells += [_cell(row, b, rows) for b in names]
+        if lettered:
+            o_letter, on_letter = row_averages(row, random_letter=True)["overall_avg"]
+            cells.append(_fmt_avg(o_letter, on_letter, full))
+            cells += [_cell(row, b, rows, random_letter=True) for b in lettered]
+        body.append(cells)
+    return _table(header, body), partial
 
 
 def csv_columns(rows: Sequence[ReportRow]) -> list[str]:
@@ -231,8 +302,13 @@ def csv_columns(rows: Sequence[ReportRow]) -> list[str]:
         if any(n in r.scores for r in rows)
     ]
     judged = [n for n in names if any(n in r.judge_scores for r in rows)]
+    lettered = [n for n in names if any(n in r.random_letter_scores for r in rows)]
     columns = ["model", "overall_avg", "overall_avg_n", "math_avg", "math_avg_n", *names]
     columns += [f"{n}_protocol" for n in names]
+    if lettered:
+        columns += ["overall_avg_random_letter", *[f"{n}_random_letter" for n in lettered]]
+    if any(r.departures for r in rows):
+        columns += [f"{n}_departure" for n in names]
     if judged:
         columns += ["math_avg_judge", *[f"{n}_judge" for n in judged]]
     return columns
@@ -257,9 +333,16 @@ def render_csv(rows: Sequence[ReportRow]) -> str:
                 record[column] = fmt(row.scores[column])
             elif column.endswith("_protocol"):
                 record[column] = row.protocols.get(column[: -len("_protocol")], "")
+            elif column.endswith("_departure"):
+                record[column] = row.departures.get(column[: -len("_departure")], "")
+            elif column.endswith("_random_letter") and column != "overall_avg_random_letter":
+                value = row.random_letter_scores.get(column[: -len("_random_letter")])
+                record[column] = fmt(value) if value is not None else ""
             elif column.endswith("_judge") and column != "math_avg_judge":
                 value = row.judge_scores.get(column[: -len("_judge")])
                 record[column] = fmt(value) if value is not None else ""
+        if "overall_avg_random_letter" in columns:
+            record["overall_avg_random_letter"] = fmt(row_averages(row, random_letter=True)["overall_avg"][0])
         if "math_avg_judge" in columns:
             record["math_avg_judge"] = fmt(row_averages(row, judged=True)["math_avg"][0])
         writer.writerow({k: ("" if v == MISSING else v) for k, v in record.items()})

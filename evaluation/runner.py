@@ -27,7 +27,7 @@ from evaluation.judge import LLMJudge, apply_judge
 from evaluation.loaders import LoadedBenchmark, find_local_file, load_benchmark
 from evaluation.prompts import build_messages, render_prompt, stop_settings
 from evaluation.registry import get_spec
-from evaluation.report import ReportRow, row_averages, write_reports
+from evaluation.report import row_averages, row_from_results, write_reports
 from evaluation.scoring import score_benchmark
 from infra.stage_kit import read_jsonl, write_manifest
 from rewards.grader import GraderPool
@@ -73,7 +73,7 @@ class RunConfig:
     sample_temperature: float = 0.6  # for mean@k (k > 1)
     sample_top_p: float = 0.95
     top_k: int = -1
-    max_tokens: int = 4096
+    max_tokens: int | None = None  # None: the benchmark's own budget (math 4096, general 8192)
     label: str | None = None
     grader_workers: int = 2
     grader_timeout_s: float = 5.0
@@ -84,11 +84,12 @@ class RunConfig:
         """Sampling of one benchmark: mean@k sampled when its k > 1, else `temperature` (0 = greedy)."""
         spec = get_spec(name)
         k = self.k_for.get(spec.name, self.k_for.get("all", self.k if spec.mean_at_k else 1))
+        max_tokens = self.max_tokens if self.max_tokens is not None else spec.max_new_tokens
         if k > 1:
             return SamplingConfig(
-                k, self.sample_temperature, self.sample_top_p, self.top_k, self.max_tokens, self.seed
+                k, self.sample_temperature, self.sample_top_p, self.top_k, max_tokens, self.seed
             )
-        return SamplingConfig(1, self.temperature, self.top_p, self.top_k, self.max_tokens, self.seed)
+        return SamplingConfig(1, self.temperature, self.top_p, self.top_k, max_tokens, self.seed)
 
     def source_for(self, name: str) -> str | None:
         """Local file of a benchmark (--data, then --data-dir), None for the hub copy."""
@@ -223,7 +224,8 @@ class EvaluationRun:
         spec = loaded.spec
         sampling = self.config.sampling_for(spec.name)
         rows, reused = self._generate(loaded, sampling)
-        score = score_benchmark(spec.metric, loaded.items, [r["responses"] for r in rows], self._pool)
+        responses = [r["responses"] for r in rows]
+        score = score_benchmark(spec.metric, loaded.items, responses, self._pool, seed=self.config.seed)
         judge_accuracy = None
         if self._judge is not None and spec.metric in ("math", "bbeh"):
             judge_accuracy = apply_judge(self._judge, loaded.items, score)
@@ -245,11 +247,15 @@ class EvaluationRun:
                 record["category"] = item.category
             if s.judge:
                 record["judge"] = s.judge
+            if s.correct_random_letter is not None:
+                record["correct_random_letter"] = s.correct_random_letter
             items_out.append(record)
         atomic_write_jsonl(self.out / spec.name / "items.jsonl", items_out)
         finish = [f for r in rows for f in r["finish_reasons"]]
         entry = {
             "accuracy": score.accuracy,
+            # multiple choice: unparsed answers get a seeded random letter, as the authors' scripts do
+            "accuracy_random_letter": score.accuracy_random_letter,
             "metric": spec.metric,
             "num_items": len(loaded.items),
             "num_responses": sum(len(r["responses"]) for r in rows),
@@ -329,12 +335,7 @@ class EvaluationRun:
                 "requests_sent": self._judge.requests_sent,
                 "failures": self._judge.failures,
             }
-        row = ReportRow(label)
-        for name, entry in results["benchmarks"].items():
-            row.scores[name] = entry["accuracy"]
-            row.protocols[name] = entry["protocol"]
-            if entry["judge_accuracy"] is not None:
-                row.judge_scores[name] = entry["judge_accuracy"]
+        row = row_from_results(results, label)
         averages = row_averages(row)
         results["math_avg"], results["math_avg_n"] = averages["math_avg"]
         results["overall_avg"], results["overall_avg_n"] = averages["overall_avg"]

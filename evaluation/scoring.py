@@ -1,7 +1,10 @@
 """Rule-based scoring of responses: math (math-verify), multiple choice (option letter), BBEH (fuzzy match).
 
 Everything here is deterministic: an answer that cannot be extracted is wrong and is counted as
-"unparsed" (the authors' scripts pick a random letter instead, which adds noise of ~10% / #options).
+"unparsed". Multiple choice is also scored the authors' way beside it (RZERO_SPEC.md section 5):
+where their scripts find no letter they draw a random one of A-J (unseeded); here the draw is
+seeded by (seed, item id, response index), so the "random letter" score is reproducible and the
+strict score stays the headline.
 
 Math answers are graded by the project's hang-proof `GraderPool` with the gold answer first and
 `symmetric=False` (gold is the reference); a grader timeout counts as wrong and is counted.
@@ -9,6 +12,7 @@ Math answers are graded by the project's hang-proof `GraderPool` with the gold a
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,11 +29,21 @@ class ItemScore:
     preds: list[str | None]
     correct: list[bool]
     judge: list[bool | None] = field(default_factory=list)  # LLM-judge verdicts, when enabled
+    # Multiple choice only: verdicts with a seeded random letter in place of each unparsed answer.
+    correct_random_letter: list[bool] | None = None
 
     @property
     def score(self) -> float:
         """Mean correctness over the k responses (mean@k; 0/1 when k = 1)."""
         return sum(self.correct) / len(self.correct) if self.correct else 0.0
+
+    @property
+    def score_random_letter(self) -> float | None:
+        """`score` with the random-letter verdicts (None outside multiple choice)."""
+        verdicts = self.correct_random_letter
+        if verdicts is None:
+            return None
+        return sum(verdicts) / len(verdicts) if verdicts else 0.0
 
     @property
     def unparsed(self) -> int:
@@ -100,6 +114,17 @@ def extract_choice(response: str, options: Sequence[str]) -> str | None:
         if match.group(1) in valid:
             return match.group(1)
     return None
+
+
+# The letters the authors' MMLU-Pro / SuperGPQA scripts draw from when they find none.
+AUTHORS_RANDOM_LETTERS = "ABCDEFGHIJ"
+
+
+def random_letter(seed: int, item_id: str, response_index: int) -> str:
+    """The seeded stand-in for the authors' ``random.choice(['A', ..., 'J'])`` on an unparsed answer.
+
+    A string seed is hashed with sha512 by `random`, so the draw is the same on every machine."""
+    return random.Random(f"{seed}:{item_id}:{response_index}").choice(AUTHORS_RANDOM_LETTERS)
 
 
 _FINAL_ANSWER_LINES = (re.compile(r"Final Answer:(.*?)(?:\n|$)"), re.compile(r"The answer is:?(.*?)(?:\n|$)"))
@@ -187,8 +212,17 @@ class BenchmarkScore:
 
     @property
     def accuracy(self) -> float:
-        """Mean over questions of the per-question mean@k, in percent."""
+        """Mean over questions of the per-question mean@k, in percent (strict: unparsed = wrong)."""
         return 100.0 * sum(s.score for s in self.items) / len(self.items) if self.items else 0.0
+
+    @property
+    def accuracy_random_letter(self) -> float | None:
+        """Multiple choice: `accuracy` with a seeded random letter for each unparsed answer, as the
+        authors score (in percent); None for other metrics."""
+        per_item = [s.score_random_letter for s in self.items]
+        if not per_item or any(v is None for v in per_item):
+            return None
+        return 100.0 * sum(per_item) / len(per_item)  # type: ignore[arg-type]
 
     @property
     def unparsed(self) -> int:
@@ -196,12 +230,17 @@ class BenchmarkScore:
 
 
 def score_benchmark(
-    metric: str, items: Sequence[Item], responses: Sequence[Sequence[str]], pool: Any = None
+    metric: str,
+    items: Sequence[Item],
+    responses: Sequence[Sequence[str]],
+    pool: Any = None,
+    seed: int = 0,
 ) -> BenchmarkScore:
     """Score k responses per item. `pool` is a `rewards.grader.GraderPool` (needed for "math").
 
     Args:
         responses: responses[i] holds the k response texts of items[i].
+        seed: seeds the random letters of the multiple-choice "random letter" score (the run's seed).
     """
     if len(items) != len(responses):
         raise ValueError(f"{len(items)} items but {len(responses)} response lists")
@@ -214,7 +253,10 @@ def score_benchmark(
                 raise ValueError(f"{item.id}: a multiple-choice item needs options")
             preds = [extract_choice(t, item.options) for t in texts]
             correct = [p == item.gold for p in preds]
-        elif metric == "bbeh":
+            letters = [p if p is not None else random_letter(seed, item.id, j) for j, p in enumerate(preds)]
+            scores.append(ItemScore(preds, correct, correct_random_letter=[x == item.gold for x in letters]))
+            continue
+        if metric == "bbeh":
             preds = [extract_bbeh(t) for t in texts]
             correct = [bbeh_correct(p, item.gold) for p in preds]
         else:

@@ -179,7 +179,10 @@ def build_tokenizer(out_dir: str | os.PathLike, seed: int = 0, vocab_size: int =
     tok.train_from_iterator(_corpus_lines(rng, 6000), trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token="<|im_end|>",
+        # A Base model's convention (Qwen2.5 Base): EOS is <|endoftext|> in the tokenizer and the
+        # generation config; <|im_end|> appears only in the chat template. So an engine that does not
+        # apply the project's stop rule (verl.utils.stop_tokens) runs on past the end of the turn.
+        eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=SPECIAL_TOKENS[1:2] + SPECIAL_TOKENS[3:],
         model_max_length=4096,
@@ -289,14 +292,14 @@ def build_tiny_model(
             rope_theta=10000.0,
             tie_word_embeddings=True,
             bos_token_id=eot,
-            eos_token_id=im_end,
+            eos_token_id=eot,
             pad_token_id=eot,
         )
         torch.manual_seed(seed)
         model = Qwen3ForCausalLM(config).to(torch.float32)
         final_loss = teach_formats(model, tok, format_steps, seed) if format_steps > 0 else None
         model.generation_config = GenerationConfig(
-            bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot, do_sample=False
+            bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, do_sample=False
         )
         model.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "tiny_model.json").write_text(

@@ -139,6 +139,7 @@ def generate_config(
         top_p=pipe.gen_top_p,
         max_tokens=pipe.gen_max_tokens,
         seed=seed,
+        profile=pipe.profile,
         engine=engine,
     )
 

@@ -4,30 +4,28 @@ A question is kept when its majority label is usable and the Solver's agreement 
 profile's band (inclusive at both ends). The checks run in this fixed order and the first one that
 fails names the reason (so every dropped question is counted under exactly one reason):
 
-1. ``no_answer``       the label is missing or blank (no Solver sample had a ``\\boxed{}`` answer);
-2. ``label_none``      the label is the string ``None`` (after stripping), as the authors drop it;
-3. ``asks_for_proof``  (``rzero_code`` only) the question asks for a proof: it contains, as whole
-                       words and case-insensitively, "prove" / "proves" / "proving" / "disprove" /
-                       "proof", or "show that", or the Chinese 证明 (the authors' own check). A proof
-                       has no single checkable answer, so its majority label means nothing;
-4. ``mentions_box``    (``rzero_code`` only) the question contains "box" anywhere, case-insensitively.
-                       This is the authors' crude rule, kept as is: it catches questions that talk
-                       about ``\\boxed{}`` (often leaking or dictating the answer) and also drops
-                       honest "balls into boxes" problems;
-5. ``label_has_text``  (``rzero_code`` only) the label contains ``\\text`` (``\\text{}``,
-                       ``\\textbf{}``, ...): a worded answer that the math grader cannot compare;
+1. ``no_answer``       the label is missing or blank (no Solver sample gave a counted answer);
+2. ``label_none``      the label is the string ``None`` (after stripping), as the authors drop it
+                       (in ``rzero_code`` it is mathruler's answer for a box-less response);
+3. ``asks_for_proof``  (``rzero_code`` only) the question contains the Chinese 证明 ("proof"),
+                       exactly the authors' check: no English proof words;
+4. ``mentions_box``    (``rzero_code`` only) ``box`` occurs in the lower-cased question. The authors'
+                       crude rule, kept as is: it catches questions that talk about ``\\boxed{}``
+                       and also drops honest "balls into boxes" problems;
+5. ``label_has_text``  (``rzero_code`` only) ``text`` occurs in the lower-cased label (``\\text{}``,
+                       ``\\TEXT``, ``\\textbf{}``, but also a plain word such as "context");
 6. ``p_below_band``    p̂ < low end of the band (the Solver mostly disagrees: too hard or ill-posed);
 7. ``p_above_band``    p̂ > high end of the band (the Solver mostly agrees: too easy).
 
+Checks 3-5 are exactly the drops of the authors' code, no more (RZERO_SPEC.md section 3, "Filter").
 Bands: ``paper`` [0.25, 0.75] (with m = 10 votes: 3 to 7 agreeing answers), ``rzero_code`` [0.3, 0.8]
-(with m = 9: 3 to 7 of 9; p̂ there is the share among non-empty answers). The band edges are compared
-with a 1e-9 tolerance so that a share such as 3/10 computed in floating point is never dropped by
-rounding.
+(p̂ there is the share among the answers left after dropping empty boxes, ``"None"`` included; see
+`rewards.voting`). The band edges are compared with a 1e-9 tolerance so that a share such as 3/10
+computed in floating point is never dropped by rounding.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from rzero.profiles import get_profile
@@ -45,14 +43,14 @@ REASONS = (
 
 BAND_TOLERANCE = 1e-9
 
-_ASKS_FOR_PROOF = re.compile(
-    r"\b(?:prove|proves|proving|disprove|proof)\b|\bshow\s+that\b|证明", re.IGNORECASE
-)
+# The authors' three content drops, verbatim: `"证明" in question`, `'box' in question.lower()`,
+# `'text' in majority_answer.lower()`.
+_PROOF_ZH = "证明"
 
 
 def asks_for_proof(question: str) -> bool:
-    """True when the question asks for a proof (see rule 3 in the module docstring)."""
-    return _ASKS_FOR_PROOF.search(question or "") is not None
+    """True when the question contains 证明 (rule 3 in the module docstring; nothing else counts)."""
+    return _PROOF_ZH in (question or "")
 
 
 def filter_question(
@@ -83,7 +81,7 @@ def filter_question(
             return False, "asks_for_proof"
         if "box" in (question or "").lower():
             return False, "mentions_box"
-        if "\\text" in text:
+        if "text" in text.lower():
             return False, "label_has_text"
     if p_hat < low - BAND_TOLERANCE:
         return False, "p_below_band"

@@ -40,8 +40,7 @@ from infra.vllm_engines import EngineOptions
 from question_evaluate.filtering import count_reasons, filter_question
 from question_evaluate.outputs import plot_p_hat_histogram, write_dataset
 from question_evaluate.solver_answers import AnswerSampling, solver_answers
-from rewards.grader import GraderPool
-from rewards.voting import VoteResult, majority_vote_many
+from rewards.voting import VoteResult, make_grader_pool, vote
 from rzero.profiles import get_profile
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
@@ -81,7 +80,7 @@ class LabelConfig:
     seed: int = 0
     band: tuple[float, float] | None = None
     grader_workers: int | None = None
-    grader_timeout_s: float = 5.0
+    grader_timeout_s: float | None = None  # None: the profile's grader's (math-verify 5 s, mathruler 10 s)
     push_to_hub: bool = False
     hub_repo: str | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
@@ -141,34 +140,39 @@ def vote_all(
 ) -> tuple[list[VoteResult], dict[str, int]]:
     """Majority votes of every question, and the grader's counters.
 
-    The grader pool (worker processes importing math-verify) starts only when some question has two
-    different answers to compare; majority_vote_many never touches the pool otherwise.
+    The grader pool (worker processes with the profile's grader) starts only when some question has
+    two different answers to compare; voting never touches the pool otherwise. In ``rzero_code`` a
+    missing answer is the vote "None" (mathruler), so it counts as an answer here too.
     """
-    needs_grader = any(len({(a or "").strip() for a in answer_list} - {""}) > 1 for answer_list in answers)
+    missing = "None" if profile == "rzero_code" else ""
+    needs_grader = any(
+        len({(missing if a is None else a).strip() for a in answer_list} - {""}) > 1
+        for answer_list in answers
+    )
     if not needs_grader:
-        return majority_vote_many(answers, pool=None, profile=profile), {}
-    with GraderPool(num_workers=grader_workers or default_grader_workers(), timeout_s=timeout_s) as pool:
-        results = majority_vote_many(answers, pool=pool, profile=profile)
-        return results, pool.stats_snapshot()
+        return vote(answers, profile, pool=None), {}  # pool None: started only if asked (it is not)
+    with make_grader_pool(profile, grader_workers or default_grader_workers(), timeout_s) as pool:
+        return vote(answers, profile, pool=pool), pool.stats_snapshot()
 
 
 def labelled_rows(
     valid_rows: list[dict], answers: list[list[str | None]], votes: list[VoteResult], profile: str, band
 ) -> list[dict]:
     rows = []
-    for row, answer_list, vote in zip(valid_rows, answers, votes):
-        keep, reason = filter_question(vote.label, vote.p_hat, row["question"], profile, band=band)
+    for row, answer_list, result in zip(valid_rows, answers, votes):
+        keep, reason = filter_question(result.label, result.p_hat, row["question"], profile, band=band)
         rows.append(
             {
                 "id": row.get("id"),
                 "question": row["question"],
                 "challenger_answer": row.get("answer"),
                 "answers": answer_list,
-                "label": vote.label,
-                "p_hat": vote.p_hat,
-                "group_sizes": vote.group_sizes,
-                "n_answers": vote.n_answers,
-                "n_nonempty": vote.n_nonempty,
+                "label": result.label,
+                "p_hat": result.p_hat,
+                "group_sizes": result.group_sizes,
+                "n_answers": result.n_answers,
+                "n_nonempty": result.n_nonempty,
+                "n_counted": result.n_counted,
                 "kept": keep,
                 "reason": reason,
             }
@@ -219,7 +223,13 @@ def pseudo_label(config: LabelConfig, answer_fn: AnswerFn | None = None) -> dict
         answers = [list(a) for a in answer_fn(questions, votes)]
     else:
         sampling = AnswerSampling(
-            votes, config.temperature, config.top_p, config.top_k, config.max_tokens, config.seed
+            votes,
+            config.temperature,
+            config.top_p,
+            config.top_k,
+            config.max_tokens,
+            config.seed,
+            config.profile,
         )
         answers, sampling_stats = solver_answers(
             config.solver, questions, sampling, config.engine, out / SHARDS_DIR

@@ -30,7 +30,7 @@ from infra.vllm_engines import (
     shutdown_llm,
     stop_ids_for,
 )
-from rewards.answer_parsing import last_boxed
+from rewards.answer_parsing import extract_answer
 from rzero.prompts import solver_messages
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
@@ -47,6 +47,12 @@ class AnswerSampling:
     top_k: int = 40
     max_tokens: int = 4096
     seed: int = 0
+    profile: str = "paper"  # how an answer is extracted (rewards.answer_parsing.extract_answer)
+
+
+def solver_prompt_ids(tokenizer: Any, questions: list[str]) -> list[list[int]]:
+    """Prompt token ids of the Solver chats (rzero.prompts), rendered as the GRPO engine renders them."""
+    return encode_chats(tokenizer, [solver_messages(q) for q in questions])
 
 
 def _answer_shard(spec: dict, shard: int) -> None:
@@ -56,7 +62,7 @@ def _answer_shard(spec: dict, shard: int) -> None:
     start, end = shard_bounds(len(questions), len(spec["shard_files"]))[shard]
     engine = EngineSettings(**{**spec["engine"], "seed": spec["engine"]["seed"] + shard})
     tokenizer = load_tokenizer(engine.model)
-    prompt_ids = encode_chats(tokenizer, [solver_messages(q) for q in questions[start:end]])
+    prompt_ids = solver_prompt_ids(tokenizer, questions[start:end])
     seeds = [request_seed(spec["seed"], ANSWER_SEED_STREAM, i) for i in range(start, end)]
     llm = make_llm(engine, spec["on_gpu"])
     t_ready = time.perf_counter()
@@ -80,7 +86,7 @@ def _answer_shard(spec: dict, shard: int) -> None:
     rows = [
         {
             "index": start + offset,
-            "answers": [last_boxed(s.text) for s in group],
+            "answers": [extract_answer(s.text, spec["profile"]) for s in group],
             "finish_reasons": [s.finish_reason for s in group],
             "num_tokens": [s.num_tokens for s in group],
         }

@@ -13,6 +13,7 @@ from infra.logs import setup_logging
 from infra.stage_kit import read_stage_config
 from infra.vllm_engines import add_engine_args, engine_options_from_args
 from question_generate.generate import GenerateConfig, generate_questions
+from rzero.profiles import PROFILES
 from rzero.prompts import VARIANTS
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", default="paper", choices=tuple(PROFILES), help="how samples are parsed")
     add_engine_args(parser)
     return parser
 
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_p=args.top_p,
             max_tokens=args.max_tokens,
             seed=args.seed,
+            profile=args.profile,
             engine=engine_options_from_args(args),
         )
     else:

@@ -32,6 +32,7 @@ from infra.vllm_engines import (
     GENERATE_SEED_STREAM,
     EngineOptions,
     EngineSettings,
+    Sample,
     SamplingSettings,
     encode_chats,
     load_tokenizer,
@@ -64,6 +65,7 @@ class GenerateConfig:
     top_p: float = 0.95
     max_tokens: int = 4096
     seed: int = 0
+    profile: str = "paper"  # how a sample is parsed (rzero_code: a box-less question is valid)
     engine: EngineOptions = field(default_factory=EngineOptions)
 
     @classmethod
@@ -81,6 +83,7 @@ class GenerateConfig:
             top_p=self.top_p,
             max_tokens=self.max_tokens,
             seed=self.seed,
+            profile=self.profile,
             tensor_parallel_size=e.tensor_parallel_size,
             max_model_len=e.max_model_len,
             dtype=e.dtype,
@@ -110,7 +113,9 @@ def _generate_shard(spec: dict, shard: int) -> None:
     )
     t_done = time.perf_counter()
     shutdown_llm(llm)
-    rows = [_question_row(start + offset, out, shard) for offset, (out,) in enumerate(samples)]
+    rows = [
+        _question_row(start + offset, out, shard, spec["profile"]) for offset, (out,) in enumerate(samples)
+    ]
     shard_file = Path(spec["shard_files"][shard])
     # The meta first: the shard file is the shard's completion mark.
     atomic_write_json(
@@ -126,8 +131,8 @@ def _generate_shard(spec: dict, shard: int) -> None:
     atomic_write_jsonl(shard_file, rows)
 
 
-def _question_row(index: int, out, shard: int) -> dict:
-    parsed = parse_challenger_output(out.text)
+def _question_row(index: int, out: Sample, shard: int, profile: str) -> dict:
+    parsed = parse_challenger_output(out.text, profile)
     return {
         "id": f"q{index:06d}",
         "raw": out.text,

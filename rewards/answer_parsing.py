@@ -1,7 +1,10 @@
 """Extracting answers from model text, and the cheap answer normalisation used before the grader.
 
 - `last_boxed`: the content of the last ``\\boxed{...}`` (nested braces handled).
-- `parse_challenger_output`: the Challenger's ``<question>...</question>`` + ``\\boxed{answer}``.
+- `extract_answer`: a Solver response's answer as the profile reads it (``paper``: `last_boxed`;
+  ``rzero_code``: mathruler's extraction, ``"None"`` for a box-less response).
+- `parse_challenger_output`: the Challenger's ``<question>...</question>`` + ``\\boxed{answer}``,
+  valid by the profile's rule.
 - `normalize_answer`: a conservative canonical form. Two answers with equal normal forms are
   *certainly* the same answer; different normal forms mean "ask the math grader"
   (`rewards.grader`), never "different".
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from rzero.profiles import PROFILES
 
 # `\boxed{`, `\boxed {` and `\fbox{` open a box; `\boxedfoo` is another macro and must not match.
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*\{")
@@ -69,17 +74,42 @@ class ParsedQuestion:
     valid: bool
 
 
-def parse_challenger_output(text: str) -> ParsedQuestion:
-    """Parse a Challenger response (RZERO_SPEC section 2, "Parsing").
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {tuple(PROFILES)}")
 
-    question = stripped text of the last ``<question>...</question>`` block; answer = stripped content
-    of the last balanced ``\\boxed{...}`` anywhere in the text; valid iff both are non-empty.
+
+def extract_answer(response: str | None, profile: str = "paper") -> str | None:
+    """The answer of a Solver response, as the profile's voting and rewards read it.
+
+    ``paper``: stripped content of the last balanced box (`last_boxed`), None without one (no vote).
+    ``rzero_code``: mathruler's ``extract_boxed_content``: ``"None"`` (a string, an ordinary vote)
+    without a box, ``""`` for an empty box (dropped from the vote).
     """
+    _check_profile(profile)
+    if profile == "rzero_code":
+        from rewards.mathruler_grading import extract_boxed_content
+
+        return extract_boxed_content(response)
+    boxed = last_boxed(response or "")
+    return boxed.strip() if boxed is not None else None
+
+
+def parse_challenger_output(text: str, profile: str = "paper") -> ParsedQuestion:
+    """Parse a Challenger response (RZERO_SPEC section 2, "Parsing" and "`rzero_code` answer semantics").
+
+    question = stripped text of the last ``<question>...</question>`` block in both profiles.
+    ``paper``: answer = stripped content of the last balanced ``\\boxed{...}``; valid iff question and
+    answer are non-empty.
+    ``rzero_code`` (the authors' code): answer = mathruler's extraction, ``"None"`` without a box;
+    valid iff the question is non-empty and the answer is not ``""``, so a box-less question is valid
+    and only an empty ``\\boxed{}`` (which their ``if questions and answers`` rejects) is not.
+    """
+    _check_profile(profile)
     text = text or ""
     blocks = _QUESTION_BLOCK.findall(text)
     question = blocks[-1].strip() if blocks else ""
-    boxed = last_boxed(text)
-    answer = boxed.strip() if boxed is not None else ""
+    answer = extract_answer(text, profile) or ""
     return ParsedQuestion(question=question, answer=answer, valid=bool(question) and bool(answer))
 
 

@@ -5,10 +5,16 @@ Engine plug-in: `worker.reward.reward_function=rewards.challenger_reward:compute
 (reward_type batch: the whole rollout batch, B = rollout_batch_size x n, in one call, which is the
 batch the repetition penalty is defined over).
 
-    p_hat_i   = size of the largest group of equivalent Solver answers / m   (m = solver_votes)
+    p_hat_i   = size of the largest group of equivalent Solver answers / m
     penalty_i = |BLEU cluster of question i| / B
     paper:      valid -> max(0, (1 - 2|p_hat - 0.5|) - penalty);     invalid -> 0
     rzero_code: valid -> min(p_hat, 1 - p_hat) - penalty (no clamp); invalid -> -1 - penalty
+
+Answers, validity, "same answer" and m follow the profile (`rewards.voting`): ``paper`` extracts
+with `last_boxed`, groups with math-verify, m = solver_votes (box-less answers are no vote but
+count); ``rzero_code`` extracts with mathruler (``"None"`` for a box-less answer is a vote), drops
+empty boxes from m, groups with the "no " rule and mathruler's grade_answer, and accepts a
+Challenger output without a box as valid.
 
 The Solver is reached through the solver service (vLLM servers on 127.0.0.1) whose endpoints file
 the stage wrote (`solver_endpoints_file`); the Challenger's own answer never enters p_hat.
@@ -22,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rewards.answer_parsing import last_boxed, parse_challenger_output
+from rewards.answer_parsing import extract_answer, parse_challenger_output
 from rewards.grader import get_default_pool
 from rewards.repetition import repetition_penalty
-from rewards.voting import majority_vote_many
+from rewards.voting import grader_backend, vote
 from solver_service.client import SolverClient
 
 _lock = threading.Lock()
@@ -48,18 +54,26 @@ def _solver_client(endpoints_file: str, timeout_s: float, max_retries: int):
         return _clients[endpoints_file]
 
 
+def uncertainty(p_hat: float, profile: str) -> float:
+    """The profile's uncertainty term: paper 1 - 2|p - 0.5| (in [0, 1]); rzero_code min(p, 1 - p)."""
+    if profile == "paper":
+        return 1.0 - 2.0 * abs(p_hat - 0.5)
+    if profile == "rzero_code":
+        return min(p_hat, 1.0 - p_hat)
+    raise ValueError(f"unknown profile '{profile}': use paper or rzero_code")
+
+
 def challenger_scores(
     valid: list[bool], p_hat: list[float], penalty: np.ndarray, profile: str
 ) -> list[float]:
     """The per-profile formula (separate from I/O so it can be checked by hand)."""
     scores = []
     for ok, p, pen in zip(valid, p_hat, penalty.tolist()):
+        u = uncertainty(p, profile)
         if profile == "paper":
-            scores.append(max(0.0, (1.0 - 2.0 * abs(p - 0.5)) - pen) if ok else 0.0)
-        elif profile == "rzero_code":
-            scores.append(min(p, 1.0 - p) - pen if ok else -1.0 - pen)
+            scores.append(max(0.0, u - pen) if ok else 0.0)
         else:
-            raise ValueError(f"unknown profile '{profile}': use paper or rzero_code")
+            scores.append(u - pen if ok else -1.0 - pen)
     return scores
 
 
@@ -78,15 +92,18 @@ def compute_challenger_reward(
     grader_workers: int = 2,
     **_: object,
 ) -> list[dict]:
-    """Batch reward: `overall` plus `uncertainty`, `penalty`, `valid`, `p_hat` for logging."""
+    """Batch reward: `overall` plus `uncertainty` (the profile's term), `penalty`, `valid`, `p_hat`
+    and `m` (the answers p_hat is a share of) for logging."""
+    uncertainty(0.5, profile)  # an unknown profile fails before the Solver is asked anything
     if not solver_endpoints_file:
         raise ValueError(
             "the Challenger reward needs worker.reward.reward_kwargs.solver_endpoints_file "
             "(written by the solver service; scripts/questioner_train.sh sets it)"
         )
-    parsed = [parse_challenger_output(item["response"]) for item in items]
+    parsed = [parse_challenger_output(item["response"], profile) for item in items]
     valid_idx = [i for i, p in enumerate(parsed) if p.valid]
     p_hat = [0.0] * len(items)
+    m = [0] * len(items)
     if valid_idx:
         client = _solver_client(solver_endpoints_file, request_timeout_s, max_retries)
         completions = client.answer(
@@ -97,21 +114,24 @@ def compute_challenger_reward(
             top_k=solver_top_k,
             max_tokens=solver_max_tokens,
         )
-        answers = [[last_boxed(text) for text in samples] for samples in completions]
-        # p_hat per section 2: largest group / m in both profiles (empty answers count in m).
-        votes = majority_vote_many(answers, get_default_pool(grader_workers), profile="paper")
-        for i, vote in zip(valid_idx, votes):
-            p_hat[i] = vote.p_hat
-    penalty = repetition_penalty([p.question for p in parsed], distance_threshold)
+        answers = [[extract_answer(text, profile) for text in samples] for samples in completions]
+        pool = get_default_pool(grader_workers, backend=grader_backend(profile))
+        for i, result in zip(valid_idx, vote(answers, profile, pool)):
+            p_hat[i], m[i] = result.p_hat, result.n_counted
+    # An invalid output takes part in the clustering as an empty question (distance 1 to all), as
+    # in the authors' code: a question block it may hold must not add to a valid question's cluster.
+    questions = [p.question if p.valid else "" for p in parsed]
+    penalty = repetition_penalty(questions, distance_threshold)
     valid = [p.valid for p in parsed]
     scores = challenger_scores(valid, p_hat, penalty, profile)
     return [
         {
             "overall": score,
-            "uncertainty": (1.0 - 2.0 * abs(p - 0.5)) if ok else 0.0,
+            "uncertainty": uncertainty(p, profile) if ok else 0.0,
             "penalty": float(pen),
             "valid": float(ok),
             "p_hat": p,
+            "m": float(n),
         }
-        for score, ok, p, pen in zip(scores, valid, p_hat, penalty.tolist())
+        for score, ok, p, n, pen in zip(scores, valid, p_hat, m, penalty.tolist())
     ]

@@ -1,4 +1,9 @@
-"""Math-aware answer equivalence (math-verify) that can never hang its caller.
+"""Math-aware answer equivalence that can never hang its caller.
+
+Two graders ("backends"), one per profile (RZERO_SPEC.md sections 2 and 4):
+- ``math_verify`` (profile ``paper``, evaluation): math-verify's parse + verify;
+- ``mathruler`` (profile ``rzero_code``, the authors' code): mathruler's ``grade_answer``, 10 s per
+  call as the authors allowed it; each direction of a symmetric comparison is its own call.
 
 math-verify (sympy underneath) can run for minutes, or forever, on some inputs (a power tower such
 as ``9^{9^{9^{9}}}`` sends sympy into an uninterruptible big-integer power). Its own timeout uses
@@ -7,7 +12,7 @@ comparison here runs in a worker *process* with a hard deadline: a worker that o
 (SIGKILL) and replaced, and the comparison counts as "not equal" (RZERO_SPEC section 4).
 
 Layout:
-- worker processes import math_verify once and answer one pair at a time over a socket pair. They
+- worker processes import their grader once and answer one pair at a time over a socket pair. They
   are started by fork+exec of a fresh interpreter (`subprocess`), as multiprocessing's "spawn" does:
   callers run inside Ray actors and vLLM processes that have threads, where a bare fork is unsafe.
   Unlike multiprocessing, this never re-imports the caller's ``__main__`` (scripts without an
@@ -15,11 +20,11 @@ Layout:
   multiprocessing children, which may not start multiprocessing children of their own;
 - one dispatcher thread per pool owns the workers: it hands queued pairs to idle workers, collects
   results, enforces deadlines and replaces dead or overrunning workers;
-- callers (any thread) do the cheap checks themselves (string-equal after `normalize_answer`,
-  plain numbers compared by value, the LRU cache), queue the rest and wait on futures that the
-  dispatcher always resolves.
+- callers (any thread) do the cheap checks themselves (math_verify: string-equal after
+  `normalize_answer`, plain numbers compared by value; mathruler: string-equal only; the LRU cache),
+  queue the rest and wait on futures that the dispatcher always resolves.
 
-Every shortcut only skips work whose outcome is certain: it returns what math-verify would.
+Every shortcut only skips work whose outcome is certain: it returns what the backend's grader would.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -40,12 +44,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from rewards.answer_parsing import normalize_answer
+from rewards.math_verify_grading import numeric_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -73,54 +77,10 @@ _cached_normalize: Callable[[str], str] = functools.lru_cache(maxsize=1 << 16)(n
 
 PairKey = tuple[str, str, bool]
 
-
-# ----------------------------------------------------------------------------------------------
-# Cheap checks (in the caller, no worker)
-# ----------------------------------------------------------------------------------------------
-
-_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
-_LATEX_FRACTION = re.compile(r"(-?)\\frac\{([-+]?\d+)\}\{([-+]?\d+)\}")
-_SLASH_FRACTION = re.compile(r"([-+]?\d+)/([-+]?\d+)")
-# Decimals longer than this could lose digits in sympy's 15-digit floats: left to the grader.
-_MAX_DECIMAL_DIGITS = 12
-# math-verify compares floats after rounding to 6 decimals; a gap above 1e-5 survives that rounding.
-_DECIMAL_GAP = Fraction(1, 10**5)
-
-
-def _simple_number(norm: str) -> tuple[Fraction, bool] | None:
-    """(value, is_decimal) of an integer, decimal or integer-fraction literal; else None."""
-    if _PLAIN_NUMBER.fullmatch(norm):
-        is_decimal = "." in norm
-        if is_decimal and len(norm.lstrip("+-").replace(".", "").lstrip("0")) > _MAX_DECIMAL_DIGITS:
-            return None
-        return Fraction(norm), is_decimal
-    latex = _LATEX_FRACTION.fullmatch(norm)
-    slash = _SLASH_FRACTION.fullmatch(norm)
-    if latex is not None:
-        sign, num, den = latex.group(1), int(latex.group(2)), int(latex.group(3))
-        num = -num if sign else num
-    elif slash is not None:
-        num, den = int(slash.group(1)), int(slash.group(2))
-    else:
-        return None
-    return (Fraction(num, den), False) if den != 0 else None
-
-
-def _numeric_verdict(norm_a: str, norm_b: str) -> bool | None:
-    """Decide equality of two plain numbers the way math-verify would; None when not certain.
-
-    Integers and integer fractions are exact rationals for sympy (equal iff equal values). With a
-    decimal involved math-verify rounds to 6 places, so only a clear gap means "different".
-    """
-    a, b = _simple_number(norm_a), _simple_number(norm_b)
-    if a is None or b is None:
-        return None
-    (value_a, decimal_a), (value_b, decimal_b) = a, b
-    if value_a == value_b:
-        return True
-    if not (decimal_a or decimal_b) or abs(value_a - value_b) > _DECIMAL_GAP:
-        return False
-    return None
+BACKENDS = ("math_verify", "mathruler")
+# Hard limit per comparison: math-verify's answers here are short (5 s is ample); mathruler gets the
+# authors' 10 s per grade_answer call.
+DEFAULT_TIMEOUT_S = {"math_verify": 5.0, "mathruler": 10.0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,71 +88,21 @@ def _numeric_verdict(norm_a: str, norm_b: str) -> bool | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _make_checker() -> Callable[[str, str, bool], bool]:
-    """Build the math-verify comparison used inside a worker (imports math_verify)."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-    from sympy import Expr, UnevaluatedExpr
-
-    # Boxed first: answers are wrapped in `\boxed{}` so that bare LaTeX (`\frac{1}{2}`, `\{1,2\}`,
-    # `2\sqrt{2}`) is extracted whole; ExprExtractionConfig catches plain `1/2`, `0.5`.
-    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-
-    @functools.lru_cache(maxsize=4096)  # voting compares one representative against many answers
-    def parse_answer(answer: str) -> list[Any]:
-        # `\boxed{...}` fails on unbalanced braces; then try `$...$`, then the bare text.
-        for text in (f"\\boxed{{{answer}}}", f"${answer}$", answer):
-            # The pool's process kill is the timeout: math-verify's own uses signal.alarm.
-            parsed = parse(text, extraction_config=configs, parsing_timeout=None)
-            if parsed:
-                return parsed
-        return []
-
-    def clearly_apart(a: Any, b: Any) -> bool:
-        """Two real constants whose values differ by far more than any rounding."""
-        if not (isinstance(a, Expr) and isinstance(b, Expr) and a.is_number and b.is_number):
-            return False  # sets, tuples, relations, matrices, anything with variables
-        if a.has(UnevaluatedExpr) or b.has(UnevaluatedExpr):
-            return False  # percentages: math-verify deems 9% equal to 9
-        value_a, value_b = a.evalf(15), b.evalf(15)
-        if not all(v.is_Float or v.is_Rational for v in (value_a, value_b)):
-            return False  # complex, infinite, nan or unevaluated
-        return bool(abs(value_a - value_b) > 1e-4 * max(1, abs(value_a), abs(value_b)))
-
-    def certainly_different(gold_parsed: list[Any], pred_parsed: list[Any]) -> bool:
-        """Skip verify when every sympy pair is clearly apart numerically.
-
-        verify would compute the same numbers and then still try `simplify(a - b)` (most of its
-        time on unequal answers, twice with `symmetric`), which cannot make clearly distinct
-        constants equal. Extracted strings are compared as strings by verify: none may coincide.
-        """
-        gold_strings = {x.strip() for x in gold_parsed if isinstance(x, str)}
-        if any(isinstance(x, str) and x.strip() in gold_strings for x in pred_parsed):
-            return False
-        gold_exprs = [x for x in gold_parsed if not isinstance(x, str)]
-        pred_exprs = [x for x in pred_parsed if not isinstance(x, str)]
-        return bool(gold_exprs and pred_exprs) and all(
-            clearly_apart(g, p) for g in gold_exprs for p in pred_exprs
-        )
-
-    def check(gold: str, pred: str, symmetric: bool) -> bool:
-        gold_parsed, pred_parsed = parse_answer(gold), parse_answer(pred)
-        if not gold_parsed or not pred_parsed:
-            return False
-        if certainly_different(gold_parsed, pred_parsed):
-            return False
-        if verify(gold_parsed, pred_parsed, timeout_seconds=None):
-            return True
-        # verify is not symmetric (assignments, intervals): voting accepts either direction, as the
-        # authors did with grade_answer both ways.
-        return symmetric and bool(verify(pred_parsed, gold_parsed, timeout_seconds=None))
-
-    return check
+def _make_checker(backend: str = "math_verify") -> Callable[[str, str, bool], bool]:
+    """The comparison ``check(gold, pred, symmetric)`` of `backend`, built inside a worker."""
+    if backend == "mathruler":
+        from rewards.mathruler_grading import make_checker
+    elif backend == "math_verify":
+        from rewards.math_verify_grading import make_checker
+    else:
+        raise ValueError(f"unknown grader backend {backend!r}; expected one of {BACKENDS}")
+    return make_checker()
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main(conn: Connection, backend: str = "math_verify") -> None:
     """Worker loop: receive ``(gold, pred, symmetric)``, reply ``("ok", bool)`` or ``("error", msg)``.
 
-    Sends ``("ready", pid)`` once math_verify is imported and warmed up (so that start-up time never
+    Sends ``("ready", pid)`` once the grader is imported and warmed up (so that start-up time never
     counts against a comparison's deadline), or ``("fatal", msg)`` if it cannot start. ``None``
     stops the loop.
     """
@@ -201,7 +111,7 @@ def _worker_main(conn: Connection) -> None:
     # math-verify warns once that its timeout is disabled: here that is intended.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     try:
-        check = _make_checker()
+        check = _make_checker(backend)
         check("\\frac{1}{2}", "0.5", True)  # first parse pays for lazy imports and regex compilation
     except BaseException as exc:
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
@@ -229,10 +139,10 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _worker_entry(fd: int, parent_pid: int) -> None:
+def _worker_entry(fd: int, parent_pid: int, backend: str = "math_verify") -> None:
     """Entry point of a worker interpreter: serve on the inherited socket `fd`."""
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-    _worker_main(Connection(fd))
+    _worker_main(Connection(fd), backend)
     # Skip the interpreter's teardown of sympy & co. (about a second): nothing is left to save.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -270,7 +180,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 class GraderPool:
-    """Worker processes that compare answers with math-verify, each comparison under a hard timeout.
+    """Worker processes that compare answers with one grader, each comparison under a hard timeout.
 
     Thread-safe: any number of threads may call `equivalent` / `equivalent_many` at once; their
     pairs share the workers and each caller gets its own results. Use as a context manager or call
@@ -278,23 +188,31 @@ class GraderPool:
 
     Args:
         num_workers: worker processes (each ~60-100 MB; one CPU core each when busy).
-        timeout_s: hard limit per comparison (parse + verify both ways); an overrun kills the worker
-            and the pair counts as not equal.
+        timeout_s: hard limit per job (math_verify: parse + verify both ways; mathruler: one
+            grade_answer call); an overrun kills the worker and the pair counts as not equal.
+            None: the backend's `DEFAULT_TIMEOUT_S`.
         cache_size: LRU entries of (a, b, symmetric) -> result; 0 disables the cache.
-        startup_timeout_s: limit for a worker to import math_verify and report ready.
+        startup_timeout_s: limit for a worker to import its grader and report ready.
+        backend: "math_verify" (profile paper, evaluation) or "mathruler" (profile rzero_code).
     """
 
     def __init__(
         self,
         num_workers: int = 2,
-        timeout_s: float = 5.0,
+        timeout_s: float | None = None,
         cache_size: int = 100_000,
         startup_timeout_s: float = 120.0,
+        backend: str = "math_verify",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown grader backend {backend!r}; expected one of {BACKENDS}")
+        if timeout_s is None:
+            timeout_s = DEFAULT_TIMEOUT_S[backend]
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.backend = backend
         self.num_workers = num_workers
         self.timeout_s = float(timeout_s)
         self.cache_size = int(cache_size)
@@ -336,25 +254,24 @@ class GraderPool:
         """Compare many (gold, pred) pairs; uncached ones run in parallel on the workers.
 
         Answers are compared after `strip()`; an empty answer is never equivalent to anything.
-        Cheap first, without a worker: equal `normalize_answer` forms -> True; two plain numbers
-        (integers, decimals, integer fractions) are compared by value as math-verify would, when
-        that is certain (see `_numeric_verdict`). Otherwise math-verify
-        ``verify(parse(gold), parse(pred))``; with `symmetric` also ``verify(parse(pred),
-        parse(gold))`` (either direction suffices). A timeout or worker failure gives False.
+        Cheap first, without a worker (`_cheap_verdict`). Otherwise the backend's grader:
+        math_verify ``verify(parse(gold), parse(pred))``, with `symmetric` also ``verify(parse(pred),
+        parse(gold))``; mathruler ``grade_answer(pred, gold)``, with `symmetric` also
+        ``grade_answer(gold, pred)`` as a separate job with its own timeout (so `calls` counts the
+        pair twice). Either direction suffices. A timeout or worker failure gives False.
         """
+        if symmetric and self.backend == "mathruler":
+            # One job per grade_answer call, as the authors timed each call: a hang in one
+            # direction must not cost the other its verdict.
+            n = len(pairs)
+            both = self.equivalent_many([*pairs, *((b, a) for a, b in pairs)], symmetric=False)
+            return [x or y for x, y in zip(both[:n], both[n:])]
         # (a, b, cache key, cheap verdict, stat that the cheap verdict counts under)
         prepared: list[tuple[str, str, PairKey, bool | None, str]] = []
         for a, b in pairs:
             a, b = (a or "").strip(), (b or "").strip()
             key: PairKey = (min(a, b), max(a, b), True) if symmetric else (a, b, False)
-            verdict: bool | None = None
-            stat = ""
-            if a and b:
-                norm_a, norm_b = _cached_normalize(a), _cached_normalize(b)
-                if norm_a == norm_b:
-                    verdict, stat = True, "string_matches"
-                else:
-                    verdict, stat = _numeric_verdict(norm_a, norm_b), "numeric_shortcuts"
+            verdict, stat = self._cheap_verdict(a, b) if a and b else (None, "")
             prepared.append((a, b, key, verdict, stat))
 
         results: list[bool] = [False] * len(prepared)
@@ -392,6 +309,17 @@ class GraderPool:
         for i, future in waiting:
             results[i] = future.result()
         return results
+
+    def _cheap_verdict(self, a: str, b: str) -> tuple[bool | None, str]:
+        """(verdict, stat) when the grader's answer is certain without running it, else (None, "")."""
+        if self.backend == "mathruler":
+            # grade_answer(x, x) is always True (its first test compares normal forms of the two);
+            # nothing else about it is certain, e.g. it refuses 2/4 for 1/2 and accepts x=3 for 3.
+            return (True, "string_matches") if a == b else (None, "")
+        norm_a, norm_b = _cached_normalize(a), _cached_normalize(b)
+        if norm_a == norm_b:
+            return True, "string_matches"
+        return numeric_verdict(norm_a, norm_b), "numeric_shortcuts"
 
     def stats_snapshot(self) -> dict[str, int]:
         """A copy of `stats` taken under the lock."""
@@ -455,7 +383,8 @@ class GraderPool:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         code = (
-            f"from rewards.grader import _worker_entry; _worker_entry({child_sock.fileno()}, {os.getpid()})"
+            "from rewards.grader import _worker_entry; "
+            f"_worker_entry({child_sock.fileno()}, {os.getpid()}, {self.backend!r})"
         )
         try:
             proc = subprocess.Popen(
@@ -666,21 +595,21 @@ class GraderPool:
 # Process-wide default pool
 # ----------------------------------------------------------------------------------------------
 
-_default_pool: GraderPool | None = None
+_default_pools: dict[str, GraderPool] = {}
 _default_pool_lock = threading.Lock()
 
 
-def get_default_pool(num_workers: int = 2) -> GraderPool:
-    """The process-wide pool, created on first use (with `num_workers`) and closed at exit.
+def get_default_pool(num_workers: int = 2, backend: str = "math_verify") -> GraderPool:
+    """The process-wide pool of `backend`, created on first use (with `num_workers`), closed at exit.
 
     Later calls return the same pool whatever `num_workers` they pass: the reward functions of one
     process share it (and its answer cache)."""
-    global _default_pool
     with _default_pool_lock:
-        if _default_pool is None or _default_pool.closed or _default_pool._owner_pid != os.getpid():
-            _default_pool = GraderPool(num_workers=num_workers)
-            atexit.register(_default_pool.close)
-        return _default_pool
+        pool = _default_pools.get(backend)
+        if pool is None or pool.closed or pool._owner_pid != os.getpid():
+            pool = _default_pools[backend] = GraderPool(num_workers=num_workers, backend=backend)
+            atexit.register(pool.close)
+        return pool
 
 
 def grade(gold: str, pred: str) -> bool:

@@ -1,44 +1,85 @@
-"""Majority vote over sampled answers, grouping answers by mathematical equivalence.
+"""Majority vote over sampled answers, grouping answers by equivalence, per profile.
 
-Definition (RZERO_SPEC section 3, "Pseudo-labels"): walk the answers in order; each non-empty
-answer joins the first existing group whose representative (its first member) is equivalent to it
-(symmetric grader), else it starts a new group. Empty / None answers never form a group. The label
-is the representative of the largest group (ties: the group formed first) and
+Definition (RZERO_SPEC.md sections 2 and 3): walk the answers in order; each counted answer joins
+the first existing group whose representative (its first member) is "the same" as it, else it starts
+a new group. The label is the representative of the largest group (ties: the group formed first)
+and p_hat = largest group / m. What counts, what "the same" means and what m is depend on the
+profile, and the answers must have been extracted the profile's way (`rewards.answer_parsing.
+extract_answer`):
 
-- profile ``paper``:      p_hat = largest group / number of answers (empties included),
-- profile ``rzero_code``: p_hat = largest group / number of non-empty answers.
+- ``paper`` (math-verify): None / empty answers (no box, empty box) form no group but count in m,
+  so m = all answers. Same = equal `normalize_answer` forms, or math-verify in either direction.
+- ``rzero_code`` (the authors' mathruler code): ``"None"`` (mathruler's answer for a response without
+  a box; a Python None is read the same way) is an ordinary answer that can win; empty answers
+  (``\\boxed{}``) are dropped, so m = the answers left. Same = string-equal, or both contain
+  ``"no "`` (lower-cased), or mathruler's ``grade_answer`` in either direction (each call in the
+  killable pool with a 10 s limit; a timeout means "not the same").
 
 The implementation gives exactly that result with far fewer grader calls:
 - identical answers (after `strip()`, which is how the grader sees them) are one unit with a count;
-- within a question, a string whose normal form equals a group representative's joins the first
-  such group without a worker, and is compared by the grader only with the groups before it;
+- within a question, a string that is certainly the same as a group representative (the profile's
+  cheap rule above) joins the first such group without a worker, and is compared by the grader only
+  with the groups before it;
 - many questions advance together in rounds: each round sends every question's next comparisons
   to the pool as one `equivalent_many` batch, which runs them in parallel over the workers.
+
+Entry point for stages: `vote(answers_per_question, profile, pool=None)`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rewards.answer_parsing import normalize_answer
 from rewards.grader import GraderPool, get_default_pool
+from rewards.mathruler_grading import NO_BOX, both_say_no
+from rzero.profiles import PROFILES
 
-PROFILES = ("paper", "rzero_code")
+# The grader each profile's "same answer" uses.
+GRADER_BACKEND = {"paper": "math_verify", "rzero_code": "mathruler"}
 
 # The same strings recur across rounds and questions (common answers like "2" or "1/2").
 _normalize = functools.lru_cache(maxsize=1 << 16)(normalize_answer)
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {tuple(PROFILES)}")
+
+
+def grader_backend(profile: str) -> str:
+    """ "math_verify" for ``paper``, "mathruler" for ``rzero_code``."""
+    _check_profile(profile)
+    return GRADER_BACKEND[profile]
+
+
+def make_grader_pool(profile: str, num_workers: int = 2, timeout_s: float | None = None) -> GraderPool:
+    """A new pool with the profile's grader (timeout None: 5 s math-verify, 10 s mathruler).
+
+    The caller owns it (use it as a context manager); `vote` accepts it as `pool`."""
+    backend = grader_backend(profile)
+    return GraderPool(num_workers=num_workers, timeout_s=timeout_s, backend=backend)
+
+
+def _certainly_same(profile: str) -> Callable[[str, str], bool]:
+    """The profile's cheap "same answer" rule, decided without the grader (distinct stripped strings)."""
+    if profile == "rzero_code":
+        return both_say_no
+    return lambda a, b: _normalize(a) == _normalize(b)
 
 
 @dataclass
 class VoteResult:
     """Majority vote of one question's answers.
 
-    label: representative (stripped) of the largest group, None when no answer is non-empty.
-    p_hat: share of the largest group (denominator depends on the profile).
+    label: representative (stripped) of the largest group, None when no answer was counted.
+    p_hat: largest group / n_counted (0.0 when nothing was counted).
     group_sizes: size of each group, in order of formation.
-    n_answers: all answers, empties included; n_nonempty: the others.
+    n_answers: all answers given; n_nonempty: answers that joined a group (``rzero_code``: ``"None"``
+    included, empty boxes not); n_counted: m, the denominator of p_hat (``paper``: n_answers;
+    ``rzero_code``: n_nonempty).
     """
 
     label: str | None
@@ -46,15 +87,17 @@ class VoteResult:
     group_sizes: list[int]
     n_answers: int
     n_nonempty: int
+    n_counted: int
 
 
 @dataclass
 class _QuestionVote:
     """Greedy grouping state of one question, advanced one distinct answer string at a time."""
 
-    distinct: list[str]  # distinct stripped non-empty answers, in order of first appearance
+    distinct: list[str]  # distinct stripped counted answers, in order of first appearance
     counts: list[int]  # how many answers each distinct string stands for
     n_answers: int
+    same: Callable[[str, str], bool]  # the profile's cheap rule
     group_reps: list[int] = field(
         default_factory=list
     )  # index into `distinct` of each group's representative
@@ -64,11 +107,13 @@ class _QuestionVote:
     fallback: int | None = None  # group to join if no candidate matches (None: start a new group)
 
     @classmethod
-    def from_answers(cls, answers: Sequence[str | None]) -> _QuestionVote:
+    def from_answers(cls, answers: Sequence[str | None], profile: str) -> _QuestionVote:
         index: dict[str, int] = {}
         distinct: list[str] = []
         counts: list[int] = []
         for answer in answers:
+            if answer is None and profile == "rzero_code":
+                answer = NO_BOX  # mathruler's extraction gives "None" where last_boxed gives None
             text = (answer or "").strip()
             if not text:
                 continue
@@ -77,7 +122,7 @@ class _QuestionVote:
                 distinct.append(text)
                 counts.append(0)
             counts[index[text]] += 1
-        return cls(distinct=distinct, counts=counts, n_answers=len(answers))
+        return cls(distinct=distinct, counts=counts, n_answers=len(answers), same=_certainly_same(profile))
 
     def _place(self, group: int | None) -> None:
         """Put `distinct[next_idx]` into `group` (None: a new group) and move on."""
@@ -96,11 +141,10 @@ class _QuestionVote:
         """
         while self.next_idx < len(self.distinct):
             text = self.distinct[self.next_idx]
-            norm = _normalize(text)
-            # The first group whose representative has the same normal form certainly matches, so
-            # only the groups before it need the grader.
+            # The first group whose representative is certainly the same matches, so only the
+            # groups before it need the grader.
             first_same = next(
-                (g for g, rep in enumerate(self.group_reps) if _normalize(self.distinct[rep]) == norm),
+                (g for g, rep in enumerate(self.group_reps) if self.same(self.distinct[rep], text)),
                 None,
             )
             n_before = len(self.group_reps) if first_same is None else first_same
@@ -121,18 +165,18 @@ class _QuestionVote:
 
     def result(self, profile: str) -> VoteResult:
         n_nonempty = sum(self.counts)
+        n_counted = self.n_answers if profile == "paper" else n_nonempty
         if not self.group_sizes:
-            return VoteResult(None, 0.0, [], self.n_answers, 0)
+            return VoteResult(None, 0.0, [], self.n_answers, 0, n_counted)
         # max() returns the first maximum: ties go to the group formed first.
         best = max(range(len(self.group_sizes)), key=self.group_sizes.__getitem__)
-        largest = self.group_sizes[best]
-        denominator = self.n_answers if profile == "paper" else n_nonempty
         return VoteResult(
             label=self.distinct[self.group_reps[best]],
-            p_hat=largest / denominator,
+            p_hat=self.group_sizes[best] / n_counted,
             group_sizes=list(self.group_sizes),
             n_answers=self.n_answers,
             n_nonempty=n_nonempty,
+            n_counted=n_counted,
         )
 
 
@@ -145,29 +189,34 @@ def majority_vote_many(
 
     Each round places the next distinct answer of every unfinished question; all comparisons of a
     round go to the pool in one `equivalent_many` call (parallel over the workers, cached).
-    Rounds <= the largest number of distinct answers of one question.
+    Rounds <= the largest number of distinct answers of one question. `pool` must use the profile's
+    grader (`make_grader_pool`); None: the process-wide pool of that grader, started only if needed.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
-    votes = [_QuestionVote.from_answers(answers) for answers in answer_lists]
+    backend = grader_backend(profile)
+    if pool is not None and getattr(pool, "backend", backend) != backend:
+        raise ValueError(
+            f"profile {profile!r} grades with {backend}, but the pool given uses {pool.backend}: "
+            f"create it with rewards.voting.make_grader_pool({profile!r}, ...)"
+        )
+    votes = [_QuestionVote.from_answers(answers, profile) for answers in answer_lists]
     active = list(votes)
     while active:
         pairs: list[tuple[str, str]] = []
         planned: list[tuple[_QuestionVote, int]] = []
-        for vote in active:
-            n_pairs = vote.plan(pairs)
+        for vote_state in active:
+            n_pairs = vote_state.plan(pairs)
             if n_pairs:
-                planned.append((vote, n_pairs))
+                planned.append((vote_state, n_pairs))
         if not pairs:
             break
-        pool = pool if pool is not None else get_default_pool()
+        pool = pool if pool is not None else get_default_pool(backend=backend)
         verdicts = pool.equivalent_many(pairs, symmetric=True)
         offset = 0
-        for vote, n_pairs in planned:
-            vote.resolve(verdicts[offset : offset + n_pairs])
+        for vote_state, n_pairs in planned:
+            vote_state.resolve(verdicts[offset : offset + n_pairs])
             offset += n_pairs
-        active = [vote for vote, _ in planned]
-    return [vote.result(profile) for vote in votes]
+        active = [vote_state for vote_state, _ in planned]
+    return [vote_state.result(profile) for vote_state in votes]
 
 
 def majority_vote(
@@ -175,7 +224,18 @@ def majority_vote(
 ) -> VoteResult:
     """Group `answers` by equivalence (greedy, in order) and return the majority label and its share.
 
-    See the module docstring for the exact definition and the two profiles. `pool` defaults to
-    the process-wide `get_default_pool()`, started only if a grader call is needed.
+    See the module docstring for the exact definition and the two profiles.
     """
     return majority_vote_many([answers], pool=pool, profile=profile)[0]
+
+
+def vote(
+    answers_per_question: Sequence[Sequence[str | None]], profile: str, pool: GraderPool | None = None
+) -> list[VoteResult]:
+    """The profile's majority vote for every question: label, p_hat and m (`n_counted`) each.
+
+    `answers_per_question[i]` holds question i's answers extracted with
+    ``rewards.answer_parsing.extract_answer(response, profile)``. `pool`: a pool from
+    `make_grader_pool(profile, ...)`, or None for the process-wide one of the profile's grader.
+    """
+    return majority_vote_many(answers_per_question, pool=pool, profile=profile)

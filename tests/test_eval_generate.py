@@ -7,8 +7,9 @@ import pytest
 
 from evaluation.generate import EngineConfig, SamplingConfig
 from evaluation.loaders import Item
-from evaluation.prompts import MATH_SYSTEM_PROMPT, build_messages, plain_prompt, render_prompt, stop_settings
+from evaluation.prompts import build_messages, plain_prompt, render_prompt, stop_settings
 from evaluation.runner import RunConfig
+from rzero.prompts import SOLVER_SYSTEM_PROMPT
 
 
 def test_sampling_labels_and_seeds() -> None:
@@ -46,7 +47,7 @@ def test_prompts_use_the_chat_template_or_a_plain_fallback(tiny_model_dir: str) 
     assert used
     assert (
         text
-        == f"<|im_start|>system\n{MATH_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+        == f"<|im_start|>system\n{SOLVER_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     )
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids[0]) == "<|im_start|>"  # special tokens, not their spelling
@@ -75,10 +76,9 @@ def test_responses_stop_at_the_end_of_the_assistant_turn(tiny_model_dir: str) ->
     from verl.utils.stop_tokens import load_generation_config
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    generation_config = load_generation_config(tiny_model_dir)  # EOS ids [<|im_end|>, <|endoftext|>]
+    generation_config = load_generation_config(tiny_model_dir)  # EOS <|endoftext|>, as a Base model's
     ids, strings = stop_settings(tokenizer, True, generation_config)
+    # the chat template's end of turn is a stop id although neither EOS names it
     assert set(ids) == set(tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])) and strings == []
-    ids, strings = stop_settings(tokenizer, used_template=True)  # no generation config: EOS + end of turn
-    assert ids == tokenizer.convert_tokens_to_ids(["<|im_end|>"])
     ids, strings = stop_settings(tokenizer, False, generation_config)
     assert "\nuser:" in strings

@@ -20,7 +20,14 @@ from evaluation.loaders import (
     parse_field_args,
     subsample_indices,
 )
-from evaluation.registry import DEFAULT_BENCHMARKS, MATH_BENCHMARKS, REGISTRY, get_spec, resolve_name
+from evaluation.registry import (
+    DEFAULT_BENCHMARKS,
+    MATH_BENCHMARKS,
+    REGISTRY,
+    default_max_new_tokens,
+    get_spec,
+    resolve_name,
+)
 
 # One or two rows per benchmark in the schema of the hub copy the authors load, with the gold
 # answer each row must yield.
@@ -281,7 +288,7 @@ def test_find_local_file_accepts_aliases(tmp_path: Path) -> None:
     assert find_local_file("amc23", tmp_path) is None
 
 
-def test_subsampling_is_seeded_sorted_and_defaults_to_1000_for_the_general_sets(tmp_path: Path) -> None:
+def test_subsampling_is_seeded_and_sorted_and_the_default_is_the_full_set(tmp_path: Path) -> None:
     assert subsample_indices(10, None, 0, "x") == list(range(10))
     assert subsample_indices(10, 20, 0, "x") == list(range(10))
     a = subsample_indices(100, 10, 0, "bbeh")
@@ -292,10 +299,15 @@ def test_subsampling_is_seeded_sorted_and_defaults_to_1000_for_the_general_sets(
 
     rows = [{"question": f"q{i}", "answer": "yes", "task": "t"} for i in range(1200)]
     path = _write_jsonl(tmp_path / "bbeh.jsonl", rows)
+    # The authors score the full sets: no registry entry subsamples unless the run asks for it.
+    for name in ("bbeh", "mmlu_pro", "supergpqa"):
+        assert get_spec(name).default_limit is None
     default = load_benchmark("bbeh", path, seed=3)
-    assert len(default.items) == 1000 and default.limit == 1000
-    assert [i.index for i in default.items] == subsample_indices(1200, 1000, 3, "bbeh")
-    assert all(i.question == f"q{i.index}" for i in default.items)
+    assert len(default.items) == 1200 and default.limit is None
+    subset = load_benchmark("bbeh", path, limit=1000, seed=3)
+    assert len(subset.items) == 1000 and (subset.limit, subset.seed) == (1000, 3)
+    assert [i.index for i in subset.items] == subsample_indices(1200, 1000, 3, "bbeh")
+    assert all(i.question == f"q{i.index}" for i in subset.items)
     assert len(load_benchmark("bbeh", path, limit=None).items) == 1200
     assert (
         len(
@@ -305,6 +317,16 @@ def test_subsampling_is_seeded_sorted_and_defaults_to_1000_for_the_general_sets(
         )
         == 2
     )
+
+
+def test_registry_token_budgets_are_the_papers() -> None:
+    # The authors: 4096 new tokens for math, 8192 (EVAL_MAX_TOKENS) for the general benchmarks.
+    for name in MATH_BENCHMARKS:
+        assert default_max_new_tokens(name) == 4096
+    for name in ("mmlu_pro", "supergpqa", "bbeh", "gpqa_diamond"):
+        assert default_max_new_tokens(name) == 8192
+    assert default_max_new_tokens("MMLU-Pro") == 8192  # aliases resolve
+    assert all(spec.default_limit is None for spec in REGISTRY.values())
 
 
 def test_gold_extractors() -> None:

@@ -146,3 +146,70 @@ def test_report_over_several_results_writes_table_csv_and_plot(tmp_path: Path) -
 
     single = write_reports(rows[:1], tmp_path / "one")
     assert [p.name for p in single] == ["summary.md", "summary.csv"]  # a plot needs several rows
+
+
+def _entry(accuracy: float, **extra: object) -> dict:
+    return {"accuracy": accuracy, "protocol": "greedy", "judge_accuracy": None, **extra}
+
+
+def test_multiple_choice_strict_and_random_letter_side_by_side() -> None:
+    results = {
+        "label": "base",
+        "benchmarks": {
+            "supergpqa": _entry(20.0, accuracy_random_letter=22.0, max_tokens=8192),
+            "mmlu_pro": _entry(36.0, accuracy_random_letter=37.0, max_tokens=8192),
+            "bbeh": _entry(8.0, max_tokens=8192),
+        },
+    }
+    row = row_from_results(results)
+    assert row.random_letter_scores == {"supergpqa": 22.0, "mmlu_pro": 37.0} and not row.departures
+    markdown = render_markdown([row])
+    header, cells = _table_rows(markdown, "General-domain reasoning")
+    assert header == [
+        "Model",
+        "Overall AVG",
+        "MATH AVG",
+        "SuperGPQA",
+        "MMLU-Pro",
+        "BBEH",
+        "Overall AVG (rand. letter)",
+        "SuperGPQA (rand. letter)",
+        "MMLU-Pro (rand. letter)",
+    ]
+    # No math here: Overall AVG over the 3 present (strict 64/3; random letter 67/3), marked partial.
+    assert cells == ["base", "21.33*", "—", "20.00", "36.00", "8.00", "22.33*", "22.00", "37.00"]
+    assert "seeded random letter" in markdown
+    full = ReportRow("full", {"supergpqa": 20.0, "mmlu_pro": 36.0, "bbeh": 8.0}, math_avg_given=40.0)
+    full.random_letter_scores = {"supergpqa": 22.0, "mmlu_pro": 37.0}
+    record = next(csv.DictReader(io.StringIO(render_csv([full]))))
+    assert record["overall_avg"] == "26.00" and record["overall_avg_random_letter"] == "26.75"
+    assert record["mmlu_pro"] == "36.00" and record["mmlu_pro_random_letter"] == "37.00"
+    assert record["supergpqa_random_letter"] == "22.00" and "bbeh_random_letter" not in record
+
+
+def test_subsets_and_other_token_budgets_are_labelled() -> None:
+    subset = _entry(30.0, limit=1000, num_items=1000, source_rows=12032, seed=3, max_tokens=8192)
+    whole = _entry(31.0, limit=None, num_items=12032, source_rows=12032, seed=3, max_tokens=8192)
+    short = _entry(50.0, limit=None, num_items=500, source_rows=500, seed=0, max_tokens=2048)
+    a = row_from_results({"label": "a", "benchmarks": {"mmlu_pro": subset, "math500": short}})
+    b = row_from_results({"label": "b", "benchmarks": {"mmlu_pro": whole}})
+    assert a.departures == {"mmlu_pro": "subset of 1000 (seed 3)", "math500": "max 2048 tokens"}
+    assert b.departures == {}
+    markdown = render_markdown([a])
+    header, cells = _table_rows(markdown, "General-domain reasoning")
+    assert (
+        "MMLU-Pro (subset of 1000 (seed 3))" in header
+        and cells[header.index("MMLU-Pro (subset of 1000 (seed 3))")] == "30.00"
+    )
+    math_header, _ = _table_rows(markdown, "Mathematical reasoning")
+    assert "MATH (max 2048 tokens)" in math_header
+    assert "seeded random subset" in markdown and "new-token budget" in markdown
+    # Rows that differ in protocol: the cell, not the column, carries the label.
+    header, *body = _table_rows(render_markdown([a, b]), "General-domain reasoning")
+    column = header.index("MMLU-Pro")
+    assert body[0][column] == "30.00 (subset of 1000 (seed 3))" and body[1][column] == "31.00"
+    records = list(csv.DictReader(io.StringIO(render_csv([a, b]))))
+    assert (
+        records[0]["mmlu_pro_departure"] == "subset of 1000 (seed 3)"
+        and records[1]["mmlu_pro_departure"] == ""
+    )

@@ -6,12 +6,14 @@ import pytest
 
 from evaluation.loaders import Item
 from evaluation.scoring import (
+    AUTHORS_RANDOM_LETTERS,
     bbeh_correct,
     bbeh_fuzzy_match,
     bbeh_normalise_prediction,
     extract_bbeh,
     extract_choice,
     extract_math,
+    random_letter,
     score_benchmark,
 )
 from rewards.grader import GraderPool
@@ -110,6 +112,39 @@ def test_multiple_choice_without_a_parseable_letter_scores_zero_every_time() -> 
     assert all(r.items[0].correct == [False] and r.unparsed == 1 and r.accuracy == 0.0 for r in results)
     right = score_benchmark("mc", items, [["\\boxed{A}", "\\boxed{B}"]])
     assert right.items[0].correct == [True, False] and right.accuracy == 50.0
+
+
+def test_multiple_choice_random_letter_score_beside_the_strict_one() -> None:
+    # Spec section 5: strict (no letter = wrong) and, beside it, a seeded random letter for unparsed
+    # answers (the authors draw one of A-J, unseeded). 1000 unparsed answers with gold "A": the
+    # strict score is 0, the random-letter score about 1 in 10.
+    items = [Item(f"mmlu-{i}", i, "q", "A", OPTIONS) for i in range(1000)]
+    responses = [["I am not sure."] for _ in items]
+    result = score_benchmark("mc", items, responses, seed=7)
+    assert result.accuracy == 0.0 and result.unparsed == 1000
+    assert result.accuracy_random_letter is not None and 7.0 <= result.accuracy_random_letter <= 13.0
+    # Each draw is the documented one, seeded by (seed, item id, response index) ...
+    drawn = [random_letter(7, item.id, 0) for item in items]
+    assert set(drawn) <= set(AUTHORS_RANDOM_LETTERS) and set(drawn) == set("ABCDEFGHIJ")
+    assert result.accuracy_random_letter == pytest.approx(100.0 * drawn.count("A") / 1000)
+    # ... so the score is reproducible, and another seed draws other letters.
+    again = score_benchmark("mc", items, responses, seed=7)
+    assert again.accuracy_random_letter == result.accuracy_random_letter
+    other = score_benchmark("mc", items, responses, seed=8)
+    assert [s.correct_random_letter for s in other.items] != [s.correct_random_letter for s in result.items]
+
+
+def test_random_letter_touches_only_unparsed_answers() -> None:
+    item = Item("mc-1", 1, "q", "B", OPTIONS)
+    result = score_benchmark("mc", [item], [["\\boxed{B}", "\\boxed{C}", "no letter"]], seed=0)
+    (scored,) = result.items
+    assert scored.correct == [True, False, False]
+    assert scored.correct_random_letter == [True, False, random_letter(0, "mc-1", 2) == "B"]
+    assert result.accuracy == pytest.approx(100 / 3)
+    assert result.accuracy_random_letter == pytest.approx(100.0 * sum(scored.correct_random_letter) / 3)
+    # Only multiple choice has the second score.
+    bbeh = score_benchmark("bbeh", [Item("b-0", 0, "q", "yes")], [["nothing"]])
+    assert bbeh.accuracy_random_letter is None and bbeh.items[0].score_random_letter is None
 
 
 @pytest.mark.parametrize(

@@ -79,35 +79,28 @@ def test_none_as_part_of_a_label_is_a_label() -> None:
     assert filter_question("none", 0.5, Q, "paper") == (True, None)
 
 
+def test_only_the_chinese_proof_word_drops_in_rzero_code() -> None:
+    zh = "证明：对于所有正整数 n，n^2 + n 是偶数。"
+    assert asks_for_proof(zh)
+    assert filter_question("1", 0.5, zh, "rzero_code") == (False, "asks_for_proof")
+    assert filter_question("1", 0.5, zh, "paper") == (True, None)
+
+
 @pytest.mark.parametrize(
     "question",
     [
-        "Prove that there are infinitely many primes of the form 4k+3.",
-        "PROVE: for all n, n^3 - n is divisible by 6.",
+        # The authors' code drops none of these: English proof words are not its rule.
+        "Prove that there are infinitely many primes of the form 4k+3, and give the least one.",
+        "PROVE: for all n, n^3 - n is divisible by 6; what is the largest such fixed divisor?",
         "Show that x^2 + 1 > 0 for every real x, then find the minimum of x^2 + 1.",
-        "Give a proof that sqrt(2) is irrational.",
-        "Disprove the claim that every odd number is prime.",
-        "证明：对于所有正整数 n，n^2 + n 是偶数。",
+        "Give a proof that sqrt(2) is irrational, then compute floor(100 sqrt(2)).",
+        "Disprove the claim that every odd number is prime by naming the least counterexample.",
     ],
 )
-def test_proof_questions_are_dropped_in_rzero_code_only(question: str) -> None:
-    assert asks_for_proof(question)
-    assert filter_question("1", 0.5, question, "rzero_code") == (False, "asks_for_proof")
-    assert filter_question("1", 0.5, question, "paper") == (True, None)
-
-
-@pytest.mark.parametrize(
-    "question",
-    [
-        "How can we improve the bound 3n + 1 to get the smallest n with f(n) > 100?",  # "improve"
-        "Approximately what is e^3, rounded to the nearest integer?",
-        "Show the value of 3! + 4!.",  # "show", but not "show that"
-        "A proven strategy wins with probability p; find p.",  # "proven" is not "prove"
-    ],
-)
-def test_words_that_contain_prove_are_not_proof_requests(question: str) -> None:
+def test_english_proof_words_are_kept_in_both_profiles(question: str) -> None:
     assert not asks_for_proof(question)
     assert filter_question("1", 0.5, question, "rzero_code") == (True, None)
+    assert filter_question("1", 0.5, question, "paper") == (True, None)
 
 
 @pytest.mark.parametrize(
@@ -123,14 +116,31 @@ def test_box_mentions_are_dropped_in_rzero_code_only(question: str) -> None:
     assert filter_question("4", 0.5, question, "paper") == (True, None)
 
 
-@pytest.mark.parametrize("label", ["\\text{yes}", "5\\text{ cm}", "\\textbf{A}"])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "\\text{yes}",
+        "5\\text{ cm}",
+        "\\textbf{A}",
+        "\\TEXT{yes}",  # the authors lower-case the label first
+        "\\mathrm{Text}",
+        "context",  # a plain word containing "text" drops too: their rule is a substring test
+    ],
+)
 def test_text_labels_are_dropped_in_rzero_code_only(label: str) -> None:
     assert filter_question(label, 0.5, Q, "rzero_code") == (False, "label_has_text")
     assert filter_question(label, 0.5, Q, "paper") == (True, None)
 
 
+def test_rzero_code_drops_nothing_else() -> None:
+    # Words near the three rules, none of which the authors' code drops.
+    for question in ("Find the proof-free value of 2+2.", "What is 3 x 3 in a bo x?", "Compute 7 mod 4."):
+        assert filter_question("\\mathrm{t}", 0.5, question, "rzero_code") == (True, None)
+    assert filter_question("te xt", 0.5, Q, "rzero_code") == (True, None)
+
+
 def test_checks_run_in_the_documented_order() -> None:
-    box_and_proof = "Prove that the box holds 4 balls."
+    box_and_proof = "证明 the box holds 4 balls."
     # label checks come before the content checks ...
     assert filter_question(None, 0.5, box_and_proof, "rzero_code") == (False, "no_answer")
     assert filter_question("None", 0.5, box_and_proof, "rzero_code") == (False, "label_none")

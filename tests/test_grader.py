@@ -372,3 +372,60 @@ def test_usable_from_an_unguarded_script() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The mathruler backend (profile rzero_code)
+# ---------------------------------------------------------------------------------------------
+
+# grade_answer("9**9**9", "1/3") hands sympy 9**387420489 (its bad-input guards look for "^" only).
+MR_HANG = "9**9**9"
+
+
+@pytest.fixture(scope="module")
+def mr_small_pool() -> Iterator[GraderPool]:
+    with GraderPool(num_workers=1, timeout_s=SHORT_TIMEOUT_S, backend="mathruler") as p:
+        yield p
+
+
+def test_mathruler_backend_grades_as_mathruler(mr_small_pool: GraderPool, pool: GraderPool) -> None:
+    assert mr_small_pool.equivalent("0.5", r"\frac{1}{2}")
+    assert mr_small_pool.equivalent("x=3", "3")
+    # mathruler refuses an unreduced fraction; math-verify accepts it.
+    assert not mr_small_pool.equivalent("1/2", "2/4") and pool.equivalent("1/2", "2/4")
+    # No math-verify shortcut applies: equal values in another form still go to a worker ...
+    before = mr_small_pool.stats_snapshot()
+    assert mr_small_pool.equivalent("5", "5.00", symmetric=False)
+    d = _delta(before, mr_small_pool.stats_snapshot())
+    assert d["verify_calls"] == 1 and d["numeric_shortcuts"] == 0
+    # ... only the same string after strip() is certain (grade_answer(x, x) is always True).
+    before = mr_small_pool.stats_snapshot()
+    assert mr_small_pool.equivalent(" 17 ", "17")
+    assert _delta(before, mr_small_pool.stats_snapshot())["string_matches"] == 2  # both directions
+
+
+def test_mathruler_symmetric_is_two_calls_with_their_own_timeout(mr_small_pool: GraderPool) -> None:
+    before = mr_small_pool.stats_snapshot()
+    assert not mr_small_pool.equivalent("41", "43", symmetric=True)
+    d = _delta(before, mr_small_pool.stats_snapshot())
+    assert d["calls"] == 2 and d["verify_calls"] == 2  # grade_answer both ways, one job each
+    # A hanging grade_answer is killed at the timeout and counts as "not the same".
+    assert mr_small_pool.equivalent("7", "7.0")  # the worker is up
+    (old_pid,) = mr_small_pool.worker_pids()
+    before = mr_small_pool.stats_snapshot()
+    start = time.monotonic()
+    assert mr_small_pool.equivalent("1/3", MR_HANG, symmetric=False) is False
+    assert SHORT_TIMEOUT_S <= time.monotonic() - start < SHORT_TIMEOUT_S + RETURN_MARGIN_S
+    d = _delta(before, mr_small_pool.stats_snapshot())
+    assert d["timeouts"] == 1 and d["worker_restarts"] == 1
+    assert mr_small_pool.worker_pids() != [old_pid] and not _pid_exists(old_pid)
+    assert mr_small_pool.equivalent("0.25", r"\frac{1}{4}")  # the replacement serves
+
+
+def test_default_pools_per_backend() -> None:
+    mr = get_default_pool(backend="mathruler")
+    assert (mr.backend, mr.timeout_s) == ("mathruler", 10.0)  # the authors' 10 s per call
+    assert get_default_pool(backend="mathruler") is mr and get_default_pool() is not mr
+    assert get_default_pool().backend == "math_verify"
+    with pytest.raises(ValueError, match="backend"):
+        GraderPool(num_workers=1, backend="sympy")

@@ -34,8 +34,8 @@ def pseudo_label(solver, questions, out, answer_fn=None, max_model_len=None, **s
 
 
 # question -> 8 crafted Solver answers (None: a response without \boxed{}), and what each profile
-# must make of them. paper: p = group / 8, band [0.25, 0.75]; rzero_code: p = group / non-empty,
-# band [0.3, 0.8], plus the proof / box / \text drops.
+# must make of them. paper: p = group / 8, band [0.25, 0.75]; rzero_code: p = group / answers left
+# after empty boxes ("None" counts), band [0.3, 0.8], plus the 证明 / box / text drops.
 CASES = {
     "edge_low": ("What is 1 + 0?", ["1", "1", "2", "3", "4", "5", "6", "7"]),
     "below": ("What is 2 - 1?", ["1", "2", "3", "4", "5", "6", "7", "8"]),
@@ -65,18 +65,20 @@ EXPECTED = {
         "text": ("\\text{yes}", 4 / 8, None),
         "sparse": ("3", 3 / 8, None),
     },
+    # rzero_code (mathruler semantics): a response without a box is the vote "None" and counts in m;
+    # only the authors' three drops (证明, "box" in the question, "text" in the label).
     "rzero_code": {
         "edge_low": ("1", 2 / 8, "p_below_band"),
         "below": ("1", 1 / 8, "p_below_band"),
         "edge_high": ("5", 6 / 8, None),
         "above": ("5", 7 / 8, "p_above_band"),
-        "equiv": ("\\frac{1}{2}", 4 / 7, None),
-        "no_answer": (None, 0.0, "no_answer"),
+        "equiv": ("\\frac{1}{2}", 4 / 8, None),
+        "no_answer": ("None", 1.0, "label_none"),
         "label_none": ("None", 5 / 8, "label_none"),
-        "box": ("8", 4 / 6, "mentions_box"),
-        "proof": ("4", 4 / 8, "asks_for_proof"),
-        "text": ("\\text{yes}", 4 / 6, "label_has_text"),
-        "sparse": ("3", 3 / 3, "p_above_band"),
+        "box": ("8", 4 / 8, "mentions_box"),
+        "proof": ("4", 4 / 8, None),
+        "text": ("\\text{yes}", 4 / 8, "label_has_text"),
+        "sparse": ("None", 5 / 8, "label_none"),
     },
 }
 

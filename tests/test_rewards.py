@@ -1,4 +1,4 @@
-"""Challenger and Solver rewards on crafted batches, per profile.
+"""Challenger and Solver rewards on crafted batches, per profile, end to end.
 
 The Solver's answers must be crafted to test the formulas exactly, which a random tiny model cannot
 give; so the Solver here is a scripted OpenAI-compatible completions server on 127.0.0.1 that the
@@ -19,6 +19,7 @@ import pytest
 
 from rewards import challenger_reward
 from rewards.challenger_reward import challenger_scores, compute_challenger_reward
+from rewards.grader import get_default_pool
 from rewards.repetition import repetition_penalty
 from rewards.solver_reward import compute_solver_reward, format_ok
 
@@ -27,14 +28,25 @@ SCRIPT = {
     "AGREE": ["\\boxed{4}"] * 10,
     "HALF": ["\\boxed{\\frac{1}{2}}"] * 3
     + ["\\boxed{0.5}"] * 2
-    + ["\\boxed{7}"] * 5,  # 1/2 == 0.5: a 5/5 split
+    + ["\\boxed{7}"] * 5,  # 1/2 == 0.5 for both graders: a 5/5 split
     "SEVEN": ["\\boxed{12}"] * 7 + ["\\boxed{13}"] * 2 + ["no answer"],
+    # 5 box-less + 5 different answers: paper 1/10; rzero_code "None" x5 of 10 = 0.5.
+    "NOBOX": ["I give up."] * 5 + [f"\\boxed{{{k}}}" for k in (21, 22, 23, 24, 25)],
+    # 5 empty boxes + 5 sevens: paper 5/10; rzero_code drops the empty boxes from m: 5/5.
+    "EMPTY": ["\\boxed{}"] * 5 + ["\\boxed{7}"] * 5,
+    "BOXLESS": ["\\boxed{2}"] * 3 + ["\\boxed{5}"] * 7,
+    # math-verify merges 2/4 with 1/2 (6 of 10); mathruler does not (the 4 threes or 4 halves: 0.4).
+    "QUARTER": ["\\boxed{1/2}"] * 4 + ["\\boxed{2/4}"] * 2 + ["\\boxed{3}"] * 4,
 }
 
 QUESTIONS = {
     "AGREE": "AGREE Compute the number of ordered pairs of positive integers whose product equals two hundred.",
     "HALF": "HALF A fair coin is tossed repeatedly until two consecutive heads appear; find the probability.",
     "SEVEN": "SEVEN Triangle ABC has sides thirteen fourteen fifteen; find the inradius times the semiperimeter.",
+    "NOBOX": "NOBOX Let f be a cubic polynomial with f(1)=2, f(2)=5, f(3)=10 and f(4)=17; determine f(6).",
+    "EMPTY": "EMPTY How many subsets of a twelve element set contain no two consecutive integers at all?",
+    "BOXLESS": "BOXLESS Seven friends shake hands once each pair; each handshake lasts three seconds. Total?",
+    "QUARTER": "QUARTER What fraction of the divisors of sixty are multiples of three, in lowest terms please?",
 }
 
 
@@ -104,7 +116,29 @@ def _batch() -> list[dict]:
         {"response": "I refuse to write a question."},  # invalid
         {"response": _response(QUESTIONS["HALF"], "1")},  # duplicate question of item 1
         {"response": _response(QUESTIONS["HALF"], "2")},  # duplicate question of item 1
+        {"response": _response(QUESTIONS["NOBOX"])},
+        {"response": _response(QUESTIONS["EMPTY"])},
+        # A question without a box: invalid in paper, valid in rzero_code (its answer is "None").
+        {"response": f"<question>{QUESTIONS['BOXLESS']}</question> The answer is 63."},
+        {"response": _response(QUESTIONS["QUARTER"])},
     ]
+
+
+# Per profile, for the 10 items of `_batch`: (valid, p_hat, m). B = 10: the HALF cluster has 3
+# members (penalty 0.3), every other question is alone (0.1).
+PENALTY = [0.1, 0.3, 0.1, 0.1, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1]
+EXPECTED_VOTES = {
+    "paper": (
+        [True, True, True, False, True, True, True, True, False, True],
+        [1.0, 0.5, 0.7, 0.0, 0.5, 0.5, 0.1, 0.5, 0.0, 0.6],
+        [10, 10, 10, 0, 10, 10, 10, 10, 0, 10],
+    ),
+    "rzero_code": (
+        [True, True, True, False, True, True, True, True, True, True],
+        [1.0, 0.5, 0.7, 0.0, 0.5, 0.5, 0.5, 1.0, 0.7, 0.4],
+        [10, 10, 10, 0, 10, 10, 10, 5, 10, 10],
+    ),
+}
 
 
 def test_penalty_groups_duplicates() -> None:
@@ -120,24 +154,51 @@ def test_penalty_groups_duplicates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("profile", "expected"),
+    ("profile", "expected", "uncertainty"),
     [
         # valid: max(0, (1 - 2|p - 0.5|) - pen); invalid: 0
-        ("paper", [0.0, 1 - 0.5, 0.6 - 1 / 6, 0.0, 1 - 0.5, 1 - 0.5]),
+        (
+            "paper",
+            [0.0, 1 - 0.3, 0.6 - 0.1, 0.0, 1 - 0.3, 1 - 0.3, 0.2 - 0.1, 1 - 0.1, 0.0, 0.8 - 0.1],
+            [0.0, 1.0, 0.6, 0.0, 1.0, 1.0, 0.2, 1.0, 0.0, 0.8],
+        ),
         # valid: min(p, 1 - p) - pen; invalid: -1 - pen
-        ("rzero_code", [0 - 1 / 6, 0.5 - 0.5, 0.3 - 1 / 6, -1 - 1 / 6, 0.5 - 0.5, 0.5 - 0.5]),
+        (
+            "rzero_code",
+            [
+                0 - 0.1,
+                0.5 - 0.3,
+                0.3 - 0.1,
+                -1 - 0.1,
+                0.5 - 0.3,
+                0.5 - 0.3,
+                0.5 - 0.1,
+                0 - 0.1,
+                0.3 - 0.1,
+                0.4 - 0.1,
+            ],
+            [0.0, 0.5, 0.3, 0.0, 0.5, 0.5, 0.5, 0.0, 0.3, 0.4],
+        ),
     ],
 )
-def test_challenger_reward_exact_per_profile(scripted_solver, profile: str, expected: list[float]) -> None:
+def test_challenger_reward_exact_per_profile(
+    scripted_solver, profile: str, expected: list[float], uncertainty: list[float]
+) -> None:
     _, endpoints = scripted_solver
+    backend = "math_verify" if profile == "paper" else "mathruler"
+    before = get_default_pool(backend=backend).stats_snapshot()["calls"]
     out = compute_challenger_reward(
         _batch(), solver_endpoints_file=endpoints, profile=profile, solver_votes=10
     )
+    valid, p_hat, m = EXPECTED_VOTES[profile]
+    assert [r["valid"] for r in out] == [float(v) for v in valid]
+    assert [r["p_hat"] for r in out] == pytest.approx(p_hat)
+    assert [r["m"] for r in out] == m
+    assert [r["penalty"] for r in out] == pytest.approx(PENALTY)
+    assert [r["uncertainty"] for r in out] == pytest.approx(uncertainty)
     assert [r["overall"] for r in out] == pytest.approx(expected)
-    assert [r["p_hat"] for r in out] == pytest.approx([1.0, 0.5, 0.7, 0.0, 0.5, 0.5])
-    assert [r["valid"] for r in out] == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
-    assert [r["penalty"] for r in out] == pytest.approx([1 / 6, 3 / 6, 1 / 6, 1 / 6, 3 / 6, 3 / 6])
-    assert [r["uncertainty"] for r in out] == pytest.approx([0.0, 1.0, 0.6, 0.0, 1.0, 1.0])
+    # The profile's own grader compared the answers.
+    assert get_default_pool(backend=backend).stats_snapshot()["calls"] > before
 
 
 def test_challenger_scores_formula_edges() -> None:
@@ -176,10 +237,24 @@ def test_solver_reward_per_profile() -> None:
         {"response": "the answer is \\boxed{3}", "ground_truth": "x=3"},  # right, no think block
         {"response": "<think>hmm</think> \\boxed{5}", "ground_truth": "4"},  # wrong, formatted
         {"response": "no box at all", "ground_truth": "4"},  # wrong, no format
+        # math-verify accepts an unreduced fraction, mathruler's grade_answer does not.
+        {"response": "<think>a</think> \\boxed{2/4}", "ground_truth": "1/2"},
+        # mathruler's extraction needs the exact opener `\boxed{`; last_boxed also reads `\boxed {`.
+        {"response": "<think>b</think> \\boxed {6}", "ground_truth": "6"},
+        # The authors' fullmatch: text before <think> breaks the format.
+        {"response": " <think>c</think> \\boxed{8}", "ground_truth": "8"},
     ]
     paper = compute_solver_reward(items, profile="paper")
-    assert [r["overall"] for r in paper] == [1.0, 1.0, 0.0, 0.0]
+    assert [r["overall"] for r in paper] == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     code = compute_solver_reward(items, profile="rzero_code")
-    assert [r["overall"] for r in code] == pytest.approx([1.0, 0.9, 0.1, 0.0])
-    assert [r["format"] for r in code] == [1.0, 0.0, 1.0, 0.0]
-    assert format_ok("<think>a\nb</think>\n\\boxed{1}") and not format_ok("\\boxed{1}<think></think>")
+    assert [r["accuracy"] for r in code] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert [r["format"] for r in code] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    assert [r["overall"] for r in code] == pytest.approx([1.0, 0.9, 0.1, 0.0, 0.1, 0.0, 0.9])
+
+
+def test_format_is_the_authors_fullmatch() -> None:
+    assert format_ok("<think>a\nb</think>\n\\boxed{1}")  # DOTALL: newlines anywhere
+    assert format_ok("<think></think>\\boxed{1} and more text after")
+    assert not format_ok("\\boxed{1}<think></think>")  # the box must follow </think>
+    assert not format_ok("\n<think>a</think>\\boxed{1}")  # nothing may precede <think>
+    assert not format_ok("<think>a</think> the answer is 1")

@@ -46,8 +46,10 @@ def test_tokenizer_and_model_load_offline(tiny_model_dir: str) -> None:
     assert type(model).__name__ == "Qwen3ForCausalLM"
     assert model.config.head_dim == 32  # a head size vLLM's CPU attention supports
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    # A Base model's convention: EOS <|endoftext|> everywhere, <|im_end|> only in the chat template.
     config = json.loads((Path(tiny_model_dir) / "generation_config.json").read_text())
-    assert tok.convert_tokens_to_ids("<|im_end|>") in config["eos_token_id"]
+    assert tok.eos_token == "<|endoftext|>" and config["eos_token_id"] == tok.eos_token_id
+    assert "<|im_end|>" in tok.chat_template
 
 
 def test_hf_greedy_equals_vllm_greedy(tiny_model_dir: str) -> None:
