@@ -278,7 +278,6 @@ def build_tiny_model(
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         tok = build_tokenizer(tmp, seed=seed, vocab_size=vocab_size)
-        im_end = tok.convert_tokens_to_ids("<|im_end|>")
         eot = tok.convert_tokens_to_ids("<|endoftext|>")
         config = Qwen3Config(
             vocab_size=len(tok),
