@@ -2,13 +2,13 @@
 
 Precedence, lowest to highest:
     dataclass defaults (this file, the one source of truth for defaults)
-    < overlays handed in by the caller (`load_config(..., overlays=...)`: e.g. the settings an
-      application layers under its yaml files)
+    < the profile overlay `configs/profiles/<profile>.yaml`, section `<role>`
     < the yaml files given as `config=FILE` (several allowed, merged in order, e.g. a stage file
       then the tiny CPU preset)
     < `key=value` overrides on the command line.
 
-Validation runs on the merged result
+`profile` and `role` are read from the command line, else the yaml files, before the merge, so
+`profile=rzero_code` on the command line selects the overlay. Validation runs on the merged result
 before anything heavy starts, and every error names the key and what to do.
 """
 
@@ -27,6 +27,8 @@ from verl.trainer.core_algos import LOSS_AGG_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
+PROFILES = ("paper", "rzero_code")
+ROLES = ("generic", "challenger", "solver")
 
 
 class ConfigError(ValueError):
@@ -163,6 +165,8 @@ class TrainerConfig:
 
 @dataclass
 class PPOConfig:
+    profile: str = "paper"
+    role: str = "generic"  # which section of the profile overlay applies
     data: DataConfig = field(default_factory=DataConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -223,15 +227,8 @@ def _parse_cli(args: list[str]) -> tuple[list[str], list[str]]:
     return config_files, dotlist
 
 
-def load_config(
-    args: list[str] | None = None,
-    config_files: list[str] | None = None,
-    overlays: list[tuple[str, dict]] | None = None,
-) -> PPOConfig:
-    """Build the effective PPOConfig from yaml files and `key=value` overrides (not yet validated).
-
-    `overlays`: (name, nested dict) pairs merged right above the dataclass defaults, below the files.
-    """
+def load_config(args: list[str] | None = None, config_files: list[str] | None = None) -> PPOConfig:
+    """Build the effective PPOConfig from yaml files and `key=value` overrides (not yet validated)."""
     cli_files, dotlist = _parse_cli(list(args or []))
     files = list(config_files or []) + cli_files
     file_cfgs = []
@@ -245,13 +242,31 @@ def load_config(
         cli_cfg = OmegaConf.from_dotlist(dotlist)
     except Exception as e:  # omegaconf's grammar errors do not share a base class worth naming
         raise ConfigError(f"could not parse command-line overrides {dotlist}: {e}") from None
+    profile, role = OmegaConf.select(cli_cfg, "profile"), OmegaConf.select(cli_cfg, "role")
+    for _, cfg in reversed(file_cfgs):
+        profile = profile or OmegaConf.select(cfg, "profile")
+        role = role or OmegaConf.select(cfg, "role")
+    profile, role = str(profile or "paper"), str(role or "generic")
     merged = OmegaConf.structured(PPOConfig)
-    for name, overlay in overlays or []:
-        merged = _merge(merged, overlay, name)
+    merged = _merge(merged, profile_overlay(profile, role), f"profile '{profile}' (role '{role}')")
     for config_file, cfg in file_cfgs:
         merged = _merge(merged, cfg, f"config file {config_file}")
     merged = _merge(merged, cli_cfg, "command-line overrides")
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def profile_overlay(profile: str, role: str) -> DictConfig:
+    """The section `role` of configs/profiles/<profile>.yaml (empty for role 'generic')."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile='{profile}' is unknown: use one of {', '.join(PROFILES)}")
+    if role not in ROLES:
+        raise ConfigError(f"role='{role}' is unknown: use one of {', '.join(ROLES)}")
+    path = CONFIG_DIR / "profiles" / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"profile file {path} is missing (reinstall the project or restore configs/)")
+    section = OmegaConf.load(path).get(role)
+    overlay = OmegaConf.create({"profile": profile, "role": role})
+    return OmegaConf.merge(overlay, section) if section is not None else overlay  # type: ignore[return-value]
 
 
 def config_to_yaml(config: PPOConfig) -> str:
@@ -287,6 +302,8 @@ def _check_function_spec(key: str, spec: str) -> None:
 def validate_config(cfg: PPOConfig, world_size: int | None = None, check_paths: bool = True) -> None:
     """Check values and batch arithmetic; raise ConfigError naming the key and the fix."""
     actor, rollout, data = cfg.worker.actor, cfg.worker.rollout, cfg.data
+    _require(cfg.profile in PROFILES, f"profile='{cfg.profile}' is unknown: use one of {', '.join(PROFILES)}")
+    _require(cfg.role in ROLES, f"role='{cfg.role}' is unknown: use one of {', '.join(ROLES)}")
     _require(
         bool(actor.model.model_path),
         "worker.actor.model.model_path is empty: set it to a HF model id or folder",

@@ -2,7 +2,7 @@
 
     python -m verl.trainer.main config=configs/solver.yaml worker.actor.optim.lr=1e-6 [--dry-run]
 
-`--dry-run` loads, validates and prints the effective configuration ,
+`--dry-run` loads, validates and prints the effective configuration (with the profile applied),
 then exits without starting Ray or loading a model. Configuration errors exit with status 2 and a
 message that names the key.
 """
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    print("# effective config")
+    print(f"# effective config (profile={config.profile}, role={config.role})")
     print(config_to_yaml(config))
     if dry_run:
         print("# --dry-run: configuration is valid; nothing was started")
