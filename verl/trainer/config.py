@@ -2,13 +2,13 @@
 
 Precedence, lowest to highest:
     dataclass defaults (this file, the one source of truth for defaults)
-    < the profile overlay `configs/profiles/<profile>.yaml`, section `<role>`
+    < overlays handed in by the caller (`load_config(..., overlays=...)`: e.g. the settings an
+      application layers under its yaml files)
     < the yaml files given as `config=FILE` (several allowed, merged in order, e.g. a stage file
       then the tiny CPU preset)
     < `key=value` overrides on the command line.
 
-`profile` and `role` are read from the command line, else the yaml files, before the merge, so
-`profile=rzero_code` on the command line selects the overlay. Validation runs on the merged result
+Validation runs on the merged result
 before anything heavy starts, and every error names the key and what to do.
 """
 
@@ -27,8 +27,6 @@ from verl.trainer.core_algos import LOSS_AGG_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
-PROFILES = ("paper", "rzero_code")
-ROLES = ("generic", "challenger", "solver")
 
 
 class ConfigError(ValueError):
@@ -82,7 +80,9 @@ class OptimConfig:
 @dataclass
 class FSDPConfig:
     param_offload: bool = False
-    optimizer_offload: bool = False
+    # Adam's moments in host memory between updates (GPU only). null: when the memory plan says the
+    # generate phase does not fit with them on the GPU (verl/utils/memory_plan.py).
+    optimizer_offload: bool | None = None
     dtype: str = "auto"  # auto: bf16 mixed precision on GPU, fp32 on CPU
 
 
@@ -94,6 +94,11 @@ class ActorConfig:
     prompts_per_update: int = 128  # prompts per optimizer step (x rollout.n responses)
     micro_batch_size_per_device_for_update: int = 4
     micro_batch_size_per_device_for_experience: int = 16
+    # Token budgets of one micro-batch (real tokens packed, or rows x trimmed width padded); rows are
+    # grouped by length to fill them. 0: fixed micro-batches of micro_batch_size_per_device_* rows.
+    # The update of loss_agg_mode=microbatch-token-mean always uses fixed rows (its loss depends on them).
+    max_tokens_per_micro_batch_for_update: int = 16384
+    max_tokens_per_micro_batch_for_experience: int = 32768
     max_grad_norm: float = 1.0
     clip_ratio_low: float = 0.2
     clip_ratio_high: float = 0.3
@@ -107,6 +112,7 @@ class ActorConfig:
 class RefConfig:
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     micro_batch_size_per_device_for_experience: int = 16
+    max_tokens_per_micro_batch_for_experience: int = 32768
 
 
 @dataclass
@@ -116,6 +122,8 @@ class RolloutConfig:
     top_p: float = 0.99
     top_k: int = -1
     seed: int = 1
+    # auto: a seed per request on CPU (exact resumes), one per engine on GPU (vLLM's fast sampler).
+    seed_mode: str = "auto"  # auto | per_request | per_engine
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.6
     max_num_batched_tokens: int = 8192
@@ -144,7 +152,7 @@ class WorkerConfig:
 
 @dataclass
 class TrainerConfig:
-    project_name: str = "rzero"
+    project_name: str = "grpo"
     experiment_name: str = "run"
     output_dir: str = "outputs/run"
     total_epochs: int = 1
@@ -161,12 +169,12 @@ class TrainerConfig:
     resume: bool = True  # resume from output_dir's latest checkpoint when there is one
     ray_num_cpus: int = 0  # 0: let Ray count
     seed: int = 1
+    # What a GPU launch does when the memory plan (printed first) says a phase does not fit.
+    memory_check: str = "warn"  # warn | error | off
 
 
 @dataclass
 class PPOConfig:
-    profile: str = "paper"
-    role: str = "generic"  # which section of the profile overlay applies
     data: DataConfig = field(default_factory=DataConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -227,8 +235,15 @@ def _parse_cli(args: list[str]) -> tuple[list[str], list[str]]:
     return config_files, dotlist
 
 
-def load_config(args: list[str] | None = None, config_files: list[str] | None = None) -> PPOConfig:
-    """Build the effective PPOConfig from yaml files and `key=value` overrides (not yet validated)."""
+def load_config(
+    args: list[str] | None = None,
+    config_files: list[str] | None = None,
+    overlays: list[tuple[str, dict]] | None = None,
+) -> PPOConfig:
+    """Build the effective PPOConfig from yaml files and `key=value` overrides (not yet validated).
+
+    `overlays`: (name, nested dict) pairs merged right above the dataclass defaults, below the files.
+    """
     cli_files, dotlist = _parse_cli(list(args or []))
     files = list(config_files or []) + cli_files
     file_cfgs = []
@@ -242,31 +257,13 @@ def load_config(args: list[str] | None = None, config_files: list[str] | None = 
         cli_cfg = OmegaConf.from_dotlist(dotlist)
     except Exception as e:  # omegaconf's grammar errors do not share a base class worth naming
         raise ConfigError(f"could not parse command-line overrides {dotlist}: {e}") from None
-    profile, role = OmegaConf.select(cli_cfg, "profile"), OmegaConf.select(cli_cfg, "role")
-    for _, cfg in reversed(file_cfgs):
-        profile = profile or OmegaConf.select(cfg, "profile")
-        role = role or OmegaConf.select(cfg, "role")
-    profile, role = str(profile or "paper"), str(role or "generic")
     merged = OmegaConf.structured(PPOConfig)
-    merged = _merge(merged, profile_overlay(profile, role), f"profile '{profile}' (role '{role}')")
+    for name, overlay in overlays or []:
+        merged = _merge(merged, overlay, name)
     for config_file, cfg in file_cfgs:
         merged = _merge(merged, cfg, f"config file {config_file}")
     merged = _merge(merged, cli_cfg, "command-line overrides")
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
-
-
-def profile_overlay(profile: str, role: str) -> DictConfig:
-    """The section `role` of configs/profiles/<profile>.yaml (empty for role 'generic')."""
-    if profile not in PROFILES:
-        raise ConfigError(f"profile='{profile}' is unknown: use one of {', '.join(PROFILES)}")
-    if role not in ROLES:
-        raise ConfigError(f"role='{role}' is unknown: use one of {', '.join(ROLES)}")
-    path = CONFIG_DIR / "profiles" / f"{profile}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"profile file {path} is missing (reinstall the project or restore configs/)")
-    section = OmegaConf.load(path).get(role)
-    overlay = OmegaConf.create({"profile": profile, "role": role})
-    return OmegaConf.merge(overlay, section) if section is not None else overlay  # type: ignore[return-value]
 
 
 def config_to_yaml(config: PPOConfig) -> str:
@@ -302,8 +299,6 @@ def _check_function_spec(key: str, spec: str) -> None:
 def validate_config(cfg: PPOConfig, world_size: int | None = None, check_paths: bool = True) -> None:
     """Check values and batch arithmetic; raise ConfigError naming the key and the fix."""
     actor, rollout, data = cfg.worker.actor, cfg.worker.rollout, cfg.data
-    _require(cfg.profile in PROFILES, f"profile='{cfg.profile}' is unknown: use one of {', '.join(PROFILES)}")
-    _require(cfg.role in ROLES, f"role='{cfg.role}' is unknown: use one of {', '.join(ROLES)}")
     _require(
         bool(actor.model.model_path),
         "worker.actor.model.model_path is empty: set it to a HF model id or folder",
@@ -398,6 +393,31 @@ def validate_config(cfg: PPOConfig, world_size: int | None = None, check_paths: 
     _require(
         actor.micro_batch_size_per_device_for_experience > 0,
         "worker.actor.micro_batch_size_per_device_for_experience must be > 0",
+    )
+    longest = data.max_prompt_length + data.max_response_length
+    for key, value in (
+        ("worker.actor.max_tokens_per_micro_batch_for_update", actor.max_tokens_per_micro_batch_for_update),
+        (
+            "worker.actor.max_tokens_per_micro_batch_for_experience",
+            actor.max_tokens_per_micro_batch_for_experience,
+        ),
+        (
+            "worker.ref.max_tokens_per_micro_batch_for_experience",
+            cfg.worker.ref.max_tokens_per_micro_batch_for_experience,
+        ),
+    ):
+        _require(
+            value == 0 or value >= longest,
+            f"{key}={value} is below the longest row (data.max_prompt_length + data.max_response_length = "
+            f"{longest}): raise it to at least {longest}, or 0 for fixed-size micro-batches",
+        )
+    _require(
+        rollout.seed_mode in ("auto", "per_request", "per_engine"),
+        "worker.rollout.seed_mode must be auto, per_request or per_engine",
+    )
+    _require(
+        cfg.trainer.memory_check in ("warn", "error", "off"),
+        "trainer.memory_check must be warn, error or off",
     )
     _require(
         0 <= actor.clip_ratio_low < 1 and actor.clip_ratio_high >= 0,
