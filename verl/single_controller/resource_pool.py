@@ -20,7 +20,7 @@ class ResourcePool:
     devices_per_node: int
     use_gpu: bool
     cpus_per_device: int = 1
-    name: str = "rzero"
+    name: str = "grpo"
     _pgs: list[PlacementGroup] = field(default_factory=list, init=False, repr=False)
 
     @property

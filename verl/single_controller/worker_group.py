@@ -15,8 +15,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from verl.protocol import DataProto, pad_dataproto_to_divisor, unpad_dataproto
-from verl.single_controller.decorator import Dispatch, dispatch_mode_of
+from verl.single_controller.decorator import Dispatch, dispatch_mode_of, merge_outputs, split_arguments
 from verl.single_controller.resource_pool import ResourcePool
 
 # Environment the workers need whatever the launcher's environment was.
@@ -108,21 +107,7 @@ class RayWorkerGroup:
             outputs = ray.get([getattr(w, name).remote(*args, **kwargs) for w in self.workers])
             return outputs[0] if mode is Dispatch.RANK_ZERO else outputs
         n_shards, shard_of = self._dp_groups(mode)
-        pad_size = 0
-        split_args: list[list[Any]] = []
-        for arg in args:
-            if isinstance(arg, DataProto):
-                padded, pad_size = pad_dataproto_to_divisor(arg, n_shards)
-                split_args.append(padded.chunk(n_shards))
-            else:
-                split_args.append([arg] * n_shards)
-        split_kwargs = {}
-        for key, value in kwargs.items():
-            if isinstance(value, DataProto):
-                padded, pad_size = pad_dataproto_to_divisor(value, n_shards)
-                split_kwargs[key] = padded.chunk(n_shards)
-            else:
-                split_kwargs[key] = [value] * n_shards
+        split_args, split_kwargs, pad_size, padded_rows = split_arguments(args, kwargs, n_shards)
         futures = []
         for rank, worker in enumerate(self.workers):
             shard = shard_of(rank)
@@ -138,15 +123,7 @@ class RayWorkerGroup:
             for rank, out in enumerate(outputs)
             if mode is Dispatch.DP_COMPUTE_PROTO or rank % self.rollout_tp_size == 0
         ]
-        if outputs and all(isinstance(o, DataProto) for o in outputs):
-            merged = DataProto.concat(outputs)
-            # Output rows follow input rows; a method may return k rows per input row (rollout.n),
-            # so the padding rows to drop are pad_size * k.
-            padded_inputs = [a for a in (*split_args, *split_kwargs.values()) if isinstance(a[0], DataProto)]
-            total_in = sum(len(part) for part in padded_inputs[0]) if padded_inputs else len(merged)
-            rows_per_input = len(merged) // total_in if total_in else 1
-            return unpad_dataproto(merged, pad_size * rows_per_input)
-        return outputs
+        return merge_outputs(outputs, pad_size, padded_rows)
 
     def shutdown(self) -> None:
         for worker in self.workers:

@@ -359,8 +359,8 @@ def agg_loss(
         "token-mean":           sum(loss * mask) / global_tokens * dp_size
         "seq-mean-token-mean":  sum over rows of (row's token mean) / global_seqs * dp_size
         "seq-mean-token-sum":   sum over rows of (row's token sum) / global_seqs * dp_size
-        "microbatch-token-mean": masked_mean(loss, mask) / grad_accum_steps. The authors' EasyR1
-            version (profile rzero_code): each micro-batch's own token mean, so a token of a short
+        "microbatch-token-mean": masked_mean(loss, mask) / grad_accum_steps. An older EasyR1
+            version's aggregation: each micro-batch's own token mean, so a token of a short
             micro-batch weighs more than one of a long micro-batch.
     `global_tokens` = valid tokens of the whole mini-batch over all ranks (default: this micro-batch's,
     which with dp_size 1 gives the plain token mean); `global_seqs` = rows with at least one valid

@@ -42,12 +42,15 @@ def init_ray(config: PPOConfig, n_workers: int) -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Logical CPUs: one per worker, one for the reward actor, one spare; Ray does not pin cores.
     num_cpus = config.trainer.ray_num_cpus or max(os.cpu_count() or 1, n_workers + 2)
+    # A small object store keeps CPU test machines' memory free; on a GPU node Ray sizes it (one
+    # Solver-stage update payload alone is ~650 MB, more than a 512 MiB store holds).
+    small_store = resolve_device(config.trainer.device) == "cpu"
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
-        object_store_memory=512 * 1024**2,
         log_to_driver=True,
+        **({"object_store_memory": 512 * 1024**2} if small_store else {}),
     )
 
 
@@ -277,9 +280,30 @@ class RayPPOTrainer:
         return step
 
 
+def check_memory(config: PPOConfig) -> None:
+    """On a GPU launch, print the memory plan first; trainer.memory_check=error refuses a plan
+    with a phase that does not fit (warn: print it and go on; off: skip)."""
+    if config.trainer.memory_check == "off" or resolve_device(config.trainer.device) != "cuda":
+        return
+    from verl.utils.memory_plan import plan_memory
+
+    try:
+        plan = plan_memory(config)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"[trainer] memory plan unavailable: {e}", flush=True)
+        return
+    print(plan.format(), flush=True)
+    if not plan.fits and config.trainer.memory_check == "error":
+        raise RuntimeError(
+            "the memory plan says this run does not fit (see above); trainer.memory_check=warn "
+            "launches anyway"
+        )
+
+
 def run_training(config: PPOConfig) -> Path:
     """Validate, save the effective config, train, and return the HF folder of the last step."""
     config.validate()
+    check_memory(config)
     out = Path(config.trainer.output_dir)
     trainer = RayPPOTrainer(config)
     try:

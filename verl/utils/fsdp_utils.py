@@ -18,25 +18,35 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor import DTensor
 
 
-def flash_attn_available() -> bool:
+def flash_attn_import_error() -> str | None:
+    """None when flash-attn imports, else why not (the ImportError's text)."""
     try:
         import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    except ImportError as e:  # a failed build shows up here as a missing symbol or module
+        return str(e) or type(e).__name__
+    return None
+
+
+def flash_attn_available() -> bool:
+    return torch.cuda.is_available() and flash_attn_import_error() is None
 
 
 def load_model_rank0(
-    model_path: str, trust_remote_code: bool = False, attn_implementation: str | None = None
+    model_path: str,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.nn.Module:
     """Rank 0 reads the weights from disk; the other ranks build the same module on the meta device.
 
     After `shard_model`, `broadcast_full_weights` copies rank 0's weights into every rank's shards,
-    so the checkpoint is read once per node group instead of once per rank.
+    so the checkpoint is read once per node group instead of once per rank. `dtype` is the dtype the
+    shards are stored in: fp32 master weights for the trained actor, the run's dtype for the frozen
+    reference (bf16 on GPU: half the memory, and what the mixed-precision forward computes in anyway).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kwargs = {"dtype": torch.float32, "trust_remote_code": trust_remote_code}
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if dist.get_rank() == 0:
@@ -69,8 +79,15 @@ def shard_model(
     return model
 
 
-def broadcast_full_weights(model: torch.nn.Module, device: str, full_state: dict | None) -> None:
-    """Fill every rank's shards from rank 0's full state dict (and its non-persistent buffers)."""
+def broadcast_full_weights(
+    model: torch.nn.Module, device: str, full_state: dict | None, offload_params: bool = False
+) -> None:
+    """Fill every rank's shards from rank 0's full state dict (and its non-persistent buffers).
+
+    The broadcast runs on the compute device (NCCL cannot send CPU tensors). With `offload_params`
+    (FSDP2's CPUOffloadPolicy, GPU only) the shards then move to host memory, where FSDP's lazy init
+    requires them, while the buffers (rotary inv_freq) stay on the GPU next to the activations.
+    """
     target = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
     if dist.get_rank() == 0:
         model.to(target)
@@ -81,6 +98,57 @@ def broadcast_full_weights(model: torch.nn.Module, device: str, full_state: dict
     # Buffers such as the rotary inv_freq are not in the state dict: send rank 0's.
     for _, buf in model.named_buffers():
         dist.broadcast(buf.data, src=0)
+    if offload_params and device == "cuda":
+        model.to("cpu")
+        for buf in model.buffers():
+            buf.data = buf.data.to(target)
+
+
+def reshard_root(model: torch.nn.Module) -> None:
+    """Reshard the FSDP2 root's parameters (embedding, final norm, head) after a no-grad pass.
+
+    The root keeps them unsharded after its forward (it expects the backward to need them at
+    once); without a backward nothing frees them, so the full embedding would stay on every rank.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.reshard()
+
+
+def clip_grad_norm(parameters, max_norm: float) -> float:
+    """Clip the global L2 norm of the gradients to `max_norm`; returns the norm before clipping.
+
+    Written out instead of `torch.nn.utils.clip_grad_norm_` because FSDP2 gradients can be DTensors
+    whose shards live in host memory (param offload) while the group is NCCL: the sum of squares of
+    the local shards is reduced on the compute device, then every shard is scaled where it lives.
+    A non-finite norm is returned as is (the caller skips that update).
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    sharded = any(isinstance(g, DTensor) for g in grads)
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for g in grads:
+        local = g.to_local() if isinstance(g, DTensor) else g
+        by_device.setdefault(local.device, []).append(local.detach())
+    device = _compute_device()
+    total_sq = torch.zeros((), dtype=torch.float32, device=device)
+    for tensors in by_device.values():
+        norms = torch.stack(torch._foreach_norm(tensors, 2.0)).float()
+        total_sq += norms.square().sum().to(device)
+    if sharded and dist.is_initialized():
+        dist.all_reduce(total_sq)  # shards are disjoint: the squares add up to the full norm's
+    total = total_sq.sqrt()
+    if torch.isfinite(total):
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for dev_, tensors in by_device.items():
+            torch._foreach_mul_(tensors, coef.to(dev_))
+    return float(total)
+
+
+def _compute_device() -> torch.device:
+    if torch.cuda.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def iter_full_weights(
@@ -92,16 +160,26 @@ def iter_full_weights(
     weights appear under both names (vLLM's packed head needs `lm_head.weight` explicitly).
     """
     state = model.state_dict()
+    lm_head, embed = "lm_head.weight", "model.embed_tokens.weight"
+    tied = lm_head not in state and embed in state and getattr(model.config, "tie_word_embeddings", False)
     for name, tensor in state.items():
         if "rotary_emb" in name:  # recomputed by vLLM, not a weight
             continue
-        full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-        yield name, (full.to(dtype) if dtype is not None else full).detach()
-    lm_head, embed = "lm_head.weight", "model.embed_tokens.weight"
-    if lm_head not in state and embed in state and getattr(model.config, "tie_word_embeddings", False):
-        tensor = state[embed]
-        full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-        yield lm_head, (full.to(dtype) if dtype is not None else full).detach()
+        full = _full_tensor(tensor)
+        full = (full.to(dtype) if dtype is not None else full).detach()
+        yield name, full
+        if tied and name == embed:  # the same gathered tensor: one all-gather for both names
+            yield lm_head, full
+        del full  # keep one full parameter alive at a time
+
+
+def _full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather a DTensor on its mesh's device (offloaded shards are on the CPU); plain tensors as is."""
+    if not isinstance(tensor, DTensor):
+        return tensor
+    if tensor.device.type != tensor.device_mesh.device_type:
+        tensor = tensor.to(tensor.device_mesh.device_type)
+    return tensor.full_tensor()
 
 
 def full_state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The one rule for where a generation stops (RZERO_SPEC.md section 2, "Stopping").
+"""The one rule for where a generation stops (every engine of the project uses it).
 
 Every engine of the project (GRPO rollouts, the Solver service, question generation,
 pseudo-labelling, evaluation) stops at:

@@ -194,3 +194,96 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     if not parts:
         return torch.zeros(logits.shape[:-1], dtype=_compute_dtype(logits), device=logits.device)
     return torch.cat(parts).reshape(logits.shape[:-1])
+
+
+class _LinearLogProbs(torch.autograd.Function):
+    """log softmax(hidden @ weight.T / temperature)[label], a chunk of rows at a time.
+
+    The (N, V) logits never exist at once: each chunk's logits are computed, used and freed in the
+    forward, and recomputed in the backward (one extra head matmul, ~3% of a 4B model's step), so
+    the head costs chunk-sized memory instead of N x V x (2 bytes bf16 + 2 bytes for its gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, temperature, with_entropy):  # (N, H), (V, H), (N,)
+        num_rows, vocab = hidden.shape[0], weight.shape[0]
+        dtype = _compute_dtype(hidden)
+        log_probs = torch.empty(num_rows, dtype=dtype, device=hidden.device)
+        lse = torch.empty(num_rows, dtype=dtype, device=hidden.device)
+        entropy = torch.empty(num_rows, dtype=dtype, device=hidden.device) if with_entropy else None
+        step = _rows_per_chunk(vocab)
+        for start in range(0, num_rows, step):
+            sl = slice(start, start + step)
+            logits = (hidden[sl] @ weight.T).to(dtype)  # (n, V) in fp32, from a bf16 (or fp32) matmul
+            logits.div_(temperature)  # in place: no second (n, V) copy
+            lse[sl] = torch.logsumexp(logits, dim=-1)
+            log_probs[sl] = logits.gather(-1, labels[sl].unsqueeze(-1)).squeeze(-1) - lse[sl]
+            if entropy is not None:  # H = lse - sum(p * z); p * z is 0 where p underflows to 0
+                probs = torch.exp(logits - lse[sl].unsqueeze(-1))
+                entropy[sl] = lse[sl] - torch.where(probs > 0, probs * logits, 0.0).sum(-1)
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.temperature = temperature
+        if entropy is not None:
+            ctx.mark_non_differentiable(entropy)
+        return log_probs, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_log_probs, _grad_entropy):
+        hidden, weight, labels, lse = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        # fp32 accumulator: summing bf16 chunk products would round once per chunk.
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_weight else None
+        )
+        step = _rows_per_chunk(weight.shape[0])
+        for start in range(0, hidden.shape[0], step):
+            sl = slice(start, start + step)
+            logits = (hidden[sl] @ weight.T).to(lse.dtype).div_(ctx.temperature)
+            g = grad_log_probs[sl].to(lse.dtype).unsqueeze(-1)  # (n, 1)
+            # d logp[label] / d z = onehot(label) - softmax(z); z = logits / T adds the 1/T.
+            grad_z = logits.sub_(lse[sl].unsqueeze(-1)).exp_().mul_(-g)
+            grad_z.scatter_add_(-1, labels[sl].unsqueeze(-1), g)
+            grad_z = grad_z.div_(ctx.temperature).to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[sl] = grad_z @ weight
+            if grad_weight is not None:  # the chunk's product in the input dtype, summed in fp32
+                grad_weight += grad_z.T @ hidden[sl]
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None, None
+
+
+def linear_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropy) of `labels` under softmax(hidden @ weight.T / temperature), fused.
+
+    The LM head and the log-softmax in one chunked pass: memory is one chunk of (rows, V) logits in
+    fp32, never the whole (N, V) matrix, in the forward and in the backward.
+
+    Args:
+        hidden: (N, H) final hidden states of the positions that predict `labels` (bf16 or fp32).
+        weight: (V, H) the LM head (output embedding) weight, same dtype as `hidden`.
+        labels: (N,) int64 token ids in [0, V).
+        temperature: the sampling temperature the log-probs refer to (> 0).
+        with_entropy: also return the entropy of each row's distribution (no gradient).
+
+    Returns:
+        (log_probs (N,), entropy (N,) or None), float32 (float64 for float64 inputs); log_probs is
+        differentiable with respect to `hidden` and `weight`.
+    """
+    if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)}: want (N, H), (V, H)"
+        )
+    if labels.shape != hidden.shape[:1]:
+        raise ValueError(f"labels {tuple(labels.shape)} must be ({hidden.shape[0]},)")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return _LinearLogProbs.apply(hidden, weight, labels.long(), float(temperature), with_entropy)

