@@ -11,18 +11,12 @@ as ``9^{9^{9^{9}}}`` sends sympy into an uninterruptible big-integer power). Its
 comparison here runs in a worker *process* with a hard deadline: a worker that overruns is killed
 (SIGKILL) and replaced, and the comparison counts as "not equal" (RZERO_SPEC section 4).
 
-Layout:
-- worker processes import their grader once and answer one pair at a time over a socket pair. They
-  are started by fork+exec of a fresh interpreter (`subprocess`), as multiprocessing's "spawn" does:
-  callers run inside Ray actors and vLLM processes that have threads, where a bare fork is unsafe.
-  Unlike multiprocessing, this never re-imports the caller's ``__main__`` (scripts without an
-  ``if __name__ == "__main__"`` guard, ``python -c``, notebooks all work) and works inside daemonic
-  multiprocessing children, which may not start multiprocessing children of their own;
-- one dispatcher thread per pool owns the workers: it hands queued pairs to idle workers, collects
-  results, enforces deadlines and replaces dead or overrunning workers;
-- callers (any thread) do the cheap checks themselves (math_verify: string-equal after
-  `normalize_answer`, plain numbers compared by value; mathruler: string-equal only; the LRU cache),
-  queue the rest and wait on futures that the dispatcher always resolves.
+Layout: worker processes (rewards/grader_worker.py: fresh interpreters, never a bare fork) import
+their grader once and answer one pair at a time over a socket pair; one dispatcher thread per pool
+hands queued pairs to idle workers, collects results, enforces deadlines and replaces dead or
+overrunning workers; callers (any thread) do the cheap checks themselves (math_verify: string-equal
+after `normalize_answer`, plain numbers by value; mathruler: string-equal only; the LRU cache),
+queue the rest and wait on futures that the dispatcher always resolves.
 
 Every shortcut only skips work whose outcome is certain: it returns what the backend's grader would.
 """
@@ -35,20 +29,16 @@ import contextlib
 import functools
 import logging
 import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
-from typing import Any
 
 from rewards.answer_parsing import normalize_answer
+from rewards.grader_worker import BACKENDS, spawn_worker
 from rewards.math_verify_grading import numeric_verdict
 
 logger = logging.getLogger(__name__)
@@ -68,85 +58,14 @@ STAT_KEYS = (
 # means the pool cannot work: callers then get a RuntimeError instead of waiting forever.
 _MAX_CONSECUTIVE_START_FAILURES = 3
 _JOIN_TIMEOUT_S = 5.0
-# Orphaned workers (the parent was SIGKILLed) notice within this many seconds and exit.
-_ORPHAN_CHECK_S = 2.0
-# The folder holding the `rewards` package, so that workers import this very code.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
 
 _cached_normalize: Callable[[str], str] = functools.lru_cache(maxsize=1 << 16)(normalize_answer)
 
 PairKey = tuple[str, str, bool]
 
-BACKENDS = ("math_verify", "mathruler")
 # Hard limit per comparison: math-verify's answers here are short (5 s is ample); mathruler gets the
 # authors' 10 s per grade_answer call.
 DEFAULT_TIMEOUT_S = {"math_verify": 5.0, "mathruler": 10.0}
-
-
-# ----------------------------------------------------------------------------------------------
-# Worker process
-# ----------------------------------------------------------------------------------------------
-
-
-def _make_checker(backend: str = "math_verify") -> Callable[[str, str, bool], bool]:
-    """The comparison ``check(gold, pred, symmetric)`` of `backend`, built inside a worker."""
-    if backend == "mathruler":
-        from rewards.mathruler_grading import make_checker
-    elif backend == "math_verify":
-        from rewards.math_verify_grading import make_checker
-    else:
-        raise ValueError(f"unknown grader backend {backend!r}; expected one of {BACKENDS}")
-    return make_checker()
-
-
-def _worker_main(conn: Connection, backend: str = "math_verify") -> None:
-    """Worker loop: receive ``(gold, pred, symmetric)``, reply ``("ok", bool)`` or ``("error", msg)``.
-
-    Sends ``("ready", pid)`` once the grader is imported and warmed up (so that start-up time never
-    counts against a comparison's deadline), or ``("fatal", msg)`` if it cannot start. ``None``
-    stops the loop.
-    """
-    # Ctrl-C goes to the whole process group; the parent pool shuts workers down itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # math-verify warns once that its timeout is disabled: here that is intended.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    try:
-        check = _make_checker(backend)
-        check("\\frac{1}{2}", "0.5", True)  # first parse pays for lazy imports and regex compilation
-    except BaseException as exc:
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg is None:
-            return
-        gold, pred, symmetric = msg
-        try:
-            reply: tuple[str, Any] = ("ok", bool(check(gold, pred, symmetric)))
-        except Exception as exc:  # an input-dependent failure in sympy: report it, keep serving
-            reply = ("error", f"{type(exc).__name__}: {exc}")
-        conn.send(reply)
-
-
-def _exit_when_orphaned(parent_pid: int) -> None:
-    """Exit once the parent is gone: a worker stuck in sympy would otherwise spin forever."""
-    while os.getppid() == parent_pid:
-        time.sleep(_ORPHAN_CHECK_S)
-    os._exit(1)
-
-
-def _worker_entry(fd: int, parent_pid: int, backend: str = "math_verify") -> None:
-    """Entry point of a worker interpreter: serve on the inherited socket `fd`."""
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-    _worker_main(Connection(fd), backend)
-    # Skip the interpreter's teardown of sympy & co. (about a second): nothing is left to save.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,36 +298,8 @@ class GraderPool:
     # -- dispatcher thread ---------------------------------------------------------------------
 
     def _start_worker(self) -> _Worker:
-        parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
-        code = (
-            "from rewards.grader import _worker_entry; "
-            f"_worker_entry({child_sock.fileno()}, {os.getpid()}, {self.backend!r})"
-        )
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", code],
-                pass_fds=(child_sock.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=env,
-                close_fds=True,
-            )
-        except BaseException:
-            parent_sock.close()
-            raise
-        finally:
-            # Drop our copy of the child's end, so that a dead worker reads as EOF on parent_conn.
-            child_sock.close()
-        sentinel: int | None = None
-        with contextlib.suppress(AttributeError, OSError):  # no pidfd (old kernel): EOF and deadlines suffice
-            sentinel = os.pidfd_open(proc.pid)
-        return _Worker(
-            proc=proc,
-            conn=Connection(parent_sock.detach()),
-            sentinel=sentinel,
-            deadline=time.monotonic() + self.startup_timeout_s,
-        )
+        proc, conn, sentinel = spawn_worker(self.backend)
+        return _Worker(proc, conn, sentinel, deadline=time.monotonic() + self.startup_timeout_s)
 
     def _dispatch_loop(self) -> None:
         failure: BaseException | None = None

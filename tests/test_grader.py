@@ -245,7 +245,7 @@ def _start_unguarded_comparison(a: str, b: str) -> subprocess.Popen:
     """
     code = (
         "import sys, time\n"
-        "from rewards.grader import _make_checker\n"
+        "from rewards.grader_worker import make_checker as _make_checker\n"
         "check = _make_checker()\n"
         "print(time.monotonic(), flush=True)\n"
         "print(check(sys.argv[1], sys.argv[2], True), flush=True)\n"

@@ -206,6 +206,26 @@ def test_answers_have_shape_n_distinct_samples_and_question_order(client: Solver
 
 
 @pytest.mark.slow
+def test_answers_stop_at_the_end_of_the_turn(client: SolverClient):
+    """The tiny model keeps a Base model's convention (EOS <|endoftext|>, <|im_end|> only in the chat
+    template): the client's requests carry the project's stop ids, so the turn ends at <|im_end|>."""
+    tok = client.tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in client.stop_token_ids and tok.eos_token_id != im_end
+    force_im_end = {"logit_bias": {str(im_end): 100.0}}  # the model writes <|im_end|> at once
+    client.reset_stats()
+    assert client.answer(QUESTIONS[:1], n=2, max_tokens=16, extra=force_im_end) == [["", ""]]
+    assert client.stats()["truncated"] == 0
+    # Control: with EOS as the only stop, the same request runs on to max_tokens.
+    stop_ids = client.stop_token_ids
+    client.stop_token_ids = [tok.eos_token_id]
+    try:
+        client.answer(QUESTIONS[:1], n=2, max_tokens=16, extra=force_im_end)
+    finally:
+        client.stop_token_ids = stop_ids
+    assert client.stats()["truncated"] == 2
+
+
 def test_answer_from_several_threads_at_once(client: SolverClient):
     results: dict[int, list[list[str]]] = {}
     errors: list[BaseException] = []
