@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rewards.answer_parsing import extract_answer, parse_challenger_output
-from rewards.grader import get_default_pool
+from rewards.default_grader import get_default_pool
 from rewards.repetition import repetition_penalty
 from rewards.voting import grader_backend, vote
 from solver_service.client import SolverClient

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from rewards.answer_parsing import extract_answer
-from rewards.grader import get_default_pool
+from rewards.default_grader import get_default_pool
 from rewards.voting import grader_backend
 from rzero.profiles import PROFILES
 

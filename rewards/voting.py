@@ -33,7 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rewards.answer_parsing import normalize_answer
-from rewards.grader import GraderPool, get_default_pool
+from rewards.default_grader import get_default_pool
+from rewards.grader import GraderPool
 from rewards.mathruler_grading import NO_BOX, both_say_no
 from rzero.profiles import PROFILES
 

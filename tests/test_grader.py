@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rewards.grader import STAT_KEYS, GraderPool, get_default_pool, grade
+from rewards.default_grader import get_default_pool, grade
+from rewards.grader import STAT_KEYS, GraderPool
 
 # sympy evaluates 9^(9^(9^9)) - 9^(9^(9^8)) digit by digit: an uninterruptible big-integer power
 # that runs for hours (measured below, on every run).

@@ -19,7 +19,7 @@ import pytest
 
 from rewards import challenger_reward
 from rewards.challenger_reward import challenger_scores, compute_challenger_reward
-from rewards.grader import get_default_pool
+from rewards.default_grader import get_default_pool
 from rewards.repetition import repetition_penalty
 from rewards.solver_reward import compute_solver_reward, format_ok
 

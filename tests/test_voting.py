@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import pytest
 
 from rewards.answer_parsing import extract_answer
-from rewards.grader import GraderPool, get_default_pool
+from rewards.default_grader import get_default_pool
+from rewards.grader import GraderPool
 from rewards.mathruler_grading import both_say_no
 from rewards.voting import VoteResult, majority_vote, majority_vote_many, make_grader_pool, vote
 
