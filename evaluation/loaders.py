@@ -263,6 +263,26 @@ def subsample_indices(num_rows: int, limit: int | None, seed: int, name: str) ->
     return sorted(rng.sample(range(num_rows), limit))
 
 
+def _columns(
+    spec: BenchmarkSpec, first: dict, mapping: dict[str, tuple[str, ...]], overrides: dict, source: str
+) -> tuple[str, str | None, str | None, str | None, tuple[str, ...] | None]:
+    """The columns of (question, category, answer, options, GPQA option texts) in a benchmark's rows."""
+    q_col = _pick_column(first, mapping["question"], "question", source)
+    cat_col = next((c for c in mapping.get("category", ()) if c in first), None)
+    if spec.options_builder == "gpqa" and "options" not in overrides:
+        option_cols = mapping["options"]
+        for column in option_cols:
+            _pick_column(first, (column,), "options", source)
+        a_col = None
+    else:
+        option_cols = None
+        a_col = _pick_column(first, mapping["answer"], "answer", source)
+    opt_col = None
+    if spec.metric == "mc" and option_cols is None:
+        opt_col = _pick_column(first, mapping["options"], "options", source)
+    return q_col, cat_col, a_col, opt_col, option_cols
+
+
 def load_benchmark(
     name: str,
     path: str | Path | None = None,
@@ -296,20 +316,7 @@ def load_benchmark(
     if not rows:
         raise ValueError(f"{spec.name}: {source} has no rows")
 
-    first = rows[0]
-    q_col = _pick_column(first, mapping["question"], "question", source)
-    cat_col = next((c for c in mapping.get("category", ()) if c in first), None)
-    if spec.options_builder == "gpqa" and "options" not in overrides:
-        option_cols = mapping["options"]
-        for column in option_cols:
-            _pick_column(first, (column,), "options", source)
-        a_col = None
-    else:
-        option_cols = None
-        a_col = _pick_column(first, mapping["answer"], "answer", source)
-    opt_col = None
-    if spec.metric == "mc" and option_cols is None:
-        opt_col = _pick_column(first, mapping["options"], "options", source)
+    q_col, cat_col, a_col, opt_col, option_cols = _columns(spec, rows[0], mapping, overrides, source)
     extract = GOLD_EXTRACTORS[gold_name]
 
     items: list[Item] = []
