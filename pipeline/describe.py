@@ -21,6 +21,8 @@ def _stop_ids(model: str) -> str:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model)
+        if len(tokenizer) < 2:  # transformers builds an empty tokenizer for a folder without its files
+            raise OSError(f"{model} has no tokenizer files")
         ids = model_stop_token_ids(model, tokenizer)
         return f"{ids} ({', '.join(repr(tokenizer.convert_ids_to_tokens(i)) for i in ids)})"
     except (OSError, ValueError) as e:  # not downloaded yet / offline: the rule still holds
