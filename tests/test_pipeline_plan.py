@@ -65,12 +65,23 @@ def test_dry_run_plans_the_paper_run_on_8_gpus(tmp_path: Path) -> None:
     assert "n_devices_per_node: 4" in challenger and "n_devices_per_node: 8" in solver
     assert "max_steps: 5" in challenger and "max_steps: 15" in solver
     assert "prompts_per_update: 128" in challenger and "rollout_batch_size: 512" in challenger
+    # what a reader checks against the paper, per profile
+    assert "Solver prompt (every Solver query, GRPO and math evaluation): 'Please reason step by step" in out
+    assert "stop ids (every engine):" in out and "answers: last \\boxed{} (none: no vote)" in out
+    assert 'drops: empty label, label "None"\n' in out
+    assert "micro-batches, challenger: update 4, experience 16 per device; 128 prompts per update" in out
+    assert "  iterations: 3\n" in out
 
 
 def test_dry_run_adapts_to_fewer_gpus_and_profile(tmp_path: Path) -> None:
     out = _dry_run("0,1", tmp_path, "--profile", "rzero_code")
     assert "challenger: trainer on ['0'], Solver servers on ['1']" in out
     assert "m=9 votes, keep p_hat in [0.3, 0.8]" in out
+    assert "profile rzero_code, 5 iteration(s)" in out
+    assert 'drops: empty label, label "None", 证明 in question, box in question, text in label' in out
+    assert "micro-batches, challenger: update 2, experience 8 per device; 16 prompts per update" in out
+    assert "micro-batches, solver: update 1, experience 1 per device; 128 prompts per update" in out
+    assert "mathruler extract_boxed_content" in out
     challenger = out.split("effective engine config, challenger stage:")[1].split("effective engine config")[
         0
     ]
