@@ -37,6 +37,7 @@ class PipelineConfig:
     # devices
     solver_gpus: int = 0  # GPUs for the Solver servers in the Challenger stage (0: half)
     cpu_ranks: int = 2
+    gpu_mem_gib: float = 0.0  # GPU memory for the dry run's memory plan (0: nvidia-smi's)
     # evaluation of each new Solver (and the base model once)
     evaluate: bool = True
     eval_benchmarks: list = field(default_factory=list)  # empty: the evaluation package's default set

@@ -12,6 +12,7 @@ from rzero.profiles import get_profile
 from rzero.prompts import SOLVER_SYSTEM_PROMPT
 from training.common import build_engine_config
 from verl.trainer.config import config_to_yaml
+from verl.utils.memory_plan import plan_memory
 from verl.utils.stop_tokens import model_stop_token_ids
 
 
@@ -29,6 +30,22 @@ def _stop_ids(model: str) -> str:
         return (
             f"(tokenizer not available here: {type(e).__name__}; rule: EOS ids + chat template end of turn)"
         )
+
+
+def _memory_plans(engines: dict, plan: DevicePlan, gpu_mem_gib: float) -> list[str]:
+    """The memory plan of each training stage (verl/utils/memory_plan.py), or why there is none."""
+    if plan.kind != "cuda" and not gpu_mem_gib:
+        return ["memory plan: CPU run (give --gpu-mem GiB to plan a GPU node from here)"]
+    lines = []
+    for stage, config in engines.items():
+        world = plan.trainer_world if stage == "challenger" else plan.solver_world
+        try:
+            memory = plan_memory(config, world_size=world, gpu_mem_gib=gpu_mem_gib or None)
+        except (OSError, ValueError, KeyError) as e:  # no config.json at hand, no GPU to ask
+            lines.append(f"memory plan, {stage} stage: not available ({e})")
+            continue
+        lines += [f"{stage} stage {memory.format()}", ""]
+    return lines
 
 
 def _devices(plan: DevicePlan) -> list[str]:
@@ -90,6 +107,7 @@ def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, pl
         "pipeline settings:",
         *[f"  {k}: {v}" for k, v in p.to_dict().items()],
     ]
+    lines += ["", *_memory_plans(engines, plan, p.gpu_mem_gib)]
     for stage, config in engines.items():
         lines += [
             "",

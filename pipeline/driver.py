@@ -143,6 +143,8 @@ def _pipeline_sets(args: argparse.Namespace) -> list[str]:
         sets.append(f"profile={args.profile}")
     if args.solver_gpus is not None:
         sets.append(f"solver_gpus={args.solver_gpus}")
+    if args.gpu_mem is not None:
+        sets.append(f"gpu_mem_gib={args.gpu_mem}")
     return sets
 
 
@@ -161,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default=None, help=f"pipeline preset yaml (the demo uses {DEMO_PRESET})")
     parser.add_argument(
         "--solver-gpus", type=int, default=None, help="GPUs for the Solver servers (default half)"
+    )
+    parser.add_argument(
+        "--gpu-mem", type=float, default=None, help="GiB per GPU for the memory plan (default nvidia-smi)"
     )
     parser.add_argument("--set", action="append", default=[], help="pipeline setting key=value (repeatable)")
     parser.add_argument(

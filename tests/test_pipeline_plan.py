@@ -116,3 +116,45 @@ def test_small_dataset_lowers_the_rollout_batch() -> None:
     cfg.validate(check_paths=False)
     with pytest.raises(RuntimeError, match="no question survived"):
         _fit_batch_to_data(cfg, 0, world=2)
+
+
+QWEN3_4B = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "hidden_size": 2560,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 9728,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 32768,
+}
+
+
+def test_dry_run_prints_the_memory_plan_of_both_training_stages(tmp_path: Path) -> None:
+    """From a CPU box, with the model's config.json at hand and --gpu-mem: the paper's run on 8 x 40 GB."""
+    import json
+
+    model = tmp_path / "qwen3-4b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(QWEN3_4B))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(GPUS), "STORAGE_PATH": str(tmp_path / "storage")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.driver", str(model), "t", "--dry-run", "--gpu-mem", "40"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    challenger = out.split("challenger stage memory plan:")[1].split("solver stage memory plan:")[0]
+    solver = out.split("solver stage memory plan:")[1].split("effective engine config")[0]
+    assert "(4.02B params), 4 training GPU(s) of 40 GiB" in challenger
+    assert "(4.02B params), 8 training GPU(s) of 40 GiB" in solver
+    for table in (challenger, solver):
+        assert "generate  experience      update" in table and "vllm (kv cache)" in table
+        fits = next(line for line in table.splitlines() if line.startswith("fits"))
+        assert fits.split()[1:] == ["yes", "yes", "yes"]  # the shipped defaults fit 40 GB GPUs
