@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -88,7 +89,8 @@ def _entry(rank: int, world_size: int, port: int, fn: Callable, args: tuple, que
     except BaseException:  # the parent re-raises it with the rank's traceback
         queue.put((rank, False, traceback.format_exc()))
     finally:
-        if dist.is_initialized():
+        # A vLLM engine destroys the groups itself at exit (and fails on an already destroyed one).
+        if dist.is_initialized() and "vllm" not in sys.modules:
             dist.destroy_process_group()
 
 

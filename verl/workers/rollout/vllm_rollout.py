@@ -21,7 +21,7 @@ a wake whose tags are not all asleep).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -73,12 +73,12 @@ class VLLMRollout:
         trust_remote_code: bool = False,
         stop_token_ids: list[int] | None = None,
         dp_rank: int = 0,
-        engine: Any = None,
+        wrap_engine: Callable[[Any], Any] | None = None,
         sleep_mode: bool | None = None,
     ) -> None:
         """`stop_token_ids`: every id a response ends at (verl.utils.stop_tokens); `dp_rank`: this
         rank's rollout data-parallel index (ranks of one TP group share it, and so their seed).
-        `engine` replaces the vLLM engine (anything with LLM's generate/sleep/wake_up/collective_rpc),
+        `wrap_engine` wraps the vLLM engine once built (the sleep-rule stand-in of the tests),
         `sleep_mode` forces sleep on or off (default: on GPU only)."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # external_launcher requires it
         self.config = config
@@ -91,13 +91,11 @@ class VLLMRollout:
         self.sleep_enabled = device == "cuda" if sleep_mode is None else sleep_mode
         self.seed_mode = resolve_seed_mode(config.seed_mode, device)
         self.engine_seed = config.seed + (dp_rank if self.seed_mode == "per_engine" else 0)
-        self.llm = (
-            engine
-            if engine is not None
-            else self._build_engine(
-                model_path, config, max_prompt_length + max_response_length, trust_remote_code
-            )
+        self.llm = self._build_engine(
+            model_path, config, max_prompt_length + max_response_length, trust_remote_code
         )
+        if wrap_engine is not None:
+            self.llm = wrap_engine(self.llm)
         self.asleep: set[str] = set()
         self.sleep()  # the actor's passes come first (or a weight sync): free the memory now
 
@@ -118,7 +116,7 @@ class VLLMRollout:
             # carrying its own seed is split.
             enable_chunked_prefill=self.device != "cpu",
             gpu_memory_utilization=config.gpu_memory_utilization,
-            enable_sleep_mode=self.sleep_enabled,
+            enable_sleep_mode=self.device == "cuda",  # vLLM has no sleep mode on CPU
             # vLLM's custom all-reduce kernels do not survive sleep/wake of the engine's memory (as
             # EasyR1 and verl, use NCCL for TP); irrelevant at TP=1.
             disable_custom_all_reduce=True,
