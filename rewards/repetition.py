@@ -75,6 +75,8 @@ def _factorize(key: np.ndarray, key_bound: int) -> tuple[np.ndarray, int]:
     when both fit in 63 bits, and only the rest fall back to ``np.unique``.
     """
     n = len(key)
+    if n == 0:  # e.g. no n-gram shared by two questions, next to one that repeats a word 1000+ times
+        return np.empty(0, dtype=np.int64), 0
     if key_bound <= 4 * n + 1024:
         present = np.zeros(key_bound, dtype=bool)
         present[key] = True
