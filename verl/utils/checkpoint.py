@@ -9,8 +9,11 @@ Each folder holds `actor/` (sharded model + optimizer, scheduler + RNG per rank)
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from verl.utils.fs import atomic_write_text
@@ -50,6 +53,62 @@ def staging_dir(output_dir: str | Path, step: int) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     return tmp
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the message says which, where, why, and what is left."""
+
+
+# What a full disk looks like from a writer: ENOSPC/EDQUOT/EFBIG from the OS, or torch's zip writer
+# noticing the short write that preceded it ("unexpected pos 704 vs 598").
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_SHORT_WRITE = re.compile(r"unexpected pos \d+ vs \d+")
+
+
+def describe_save_failure(output_dir: str | Path, step: int, error: BaseException) -> str:
+    """A message for a failed save of `step`: the cause, the free space where it was written, and
+    the checkpoint a rerun would resume from."""
+    root = checkpoint_root(output_dir)
+    cause = f"{type(error).__name__}: {error}".strip()
+    first_line = cause.splitlines()[0] if cause else type(error).__name__
+    text = str(error)
+    disk_full = getattr(error, "errno", None) in _DISK_FULL_ERRNOS or any(
+        marker in text for marker in ("No space left on device", "Disk quota exceeded", "File too large")
+    )
+    if disk_full:
+        first_line += " (the disk, a quota or the file-size limit is full)"
+    elif _SHORT_WRITE.search(text):
+        first_line += " (a write was cut short: most likely the disk, a quota or the file-size limit is full)"
+    try:
+        usage = shutil.disk_usage(root if root.exists() else Path(output_dir))
+        space = f"{usage.free / 2**30:.2f} GiB free of {usage.total / 2**30:.2f} GiB"
+    except OSError as e:
+        space = f"free space unknown ({e})"
+    previous = latest_step(output_dir)
+    kept = (
+        f"the checkpoint of step {previous} ({step_dir(output_dir, previous)}) is intact and a rerun "
+        "resumes from it"
+        if previous is not None
+        else "no earlier checkpoint exists: a rerun starts from step 0"
+    )
+    return (
+        f"writing the checkpoint of step {step} to {step_dir(output_dir, step)} failed: {first_line}; "
+        f"{root}: {space}; {kept}. The partial step-{step} files were removed."
+    )
+
+
+@contextmanager
+def staged_checkpoint(output_dir: str | Path, step: int) -> Iterator[Path]:
+    """A fresh staging folder for step `step` (see `staging_dir`); the caller writes everything into
+    it, then `commit`s. If writing fails, the staging folder is removed (it may fill what is left of
+    a full disk) and `CheckpointSaveError` says which checkpoint failed, why, and what is still
+    there (the previous checkpoint and the tracker are untouched)."""
+    staged = staging_dir(output_dir, step)
+    try:
+        yield staged
+    except Exception as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise CheckpointSaveError(describe_save_failure(output_dir, step, e)) from e
 
 
 def commit(output_dir: str | Path, step: int, staged: Path, keep_last: int) -> Path:
