@@ -159,18 +159,24 @@ def iter_full_weights(
     A collective per parameter: every rank must consume the iterator to the end, in step. Tied
     weights appear under both names (vLLM's packed head needs `lm_head.weight` explicitly).
     """
-    state = model.state_dict()
-    lm_head, embed = "lm_head.weight", "model.embed_tokens.weight"
-    tied = lm_head not in state and embed in state and getattr(model.config, "tie_word_embeddings", False)
+    # keep_vars: parameters as themselves, so tied ones (embedding and head) are one object.
+    state = model.state_dict(keep_vars=True)
+    aliases: dict[int, list[str]] = {}
     for name, tensor in state.items():
-        if "rotary_emb" in name:  # recomputed by vLLM, not a weight
+        aliases.setdefault(id(tensor), []).append(name)
+    lm_head, embed = "lm_head.weight", "model.embed_tokens.weight"
+    if lm_head not in state and embed in state and getattr(model.config, "tie_word_embeddings", False):
+        aliases[id(state[embed])].append(lm_head)  # vLLM's packed head needs it by name
+    sent: set[int] = set()
+    for name, tensor in state.items():
+        if "rotary_emb" in name or id(tensor) in sent:  # rotary tables are recomputed by vLLM
             continue
-        full = _full_tensor(tensor)
-        full = (full.to(dtype) if dtype is not None else full).detach()
-        yield name, full
-        if tied and name == embed:  # the same gathered tensor: one all-gather for both names
-            yield lm_head, full
-        del full  # keep one full parameter alive at a time
+        sent.add(id(tensor))
+        full = _full_tensor(tensor.detach())
+        full = full.to(dtype) if dtype is not None else full
+        for alias in aliases[id(tensor)]:  # one all-gather for every name of a tied parameter
+            yield alias, full
+        del full  # one full parameter alive at a time
 
 
 def _full_tensor(tensor: torch.Tensor) -> torch.Tensor:

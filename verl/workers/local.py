@@ -126,10 +126,16 @@ def run_local(fn: Callable, world_size: int, *args: Any, timeout_s: float = 600.
     return [outputs[r] for r in range(world_size)]
 
 
-def grpo_passes(config: Any, batch: DataProto, role: str = "actor_ref") -> dict[str, Any]:
+def grpo_passes(
+    config: Any,
+    batch: DataProto,
+    role: str = "actor_ref",
+    inspect: Callable[[LocalWorkerGroup], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One GRPO step's model passes on `batch` in local mode: old log-probs, ref log-probs, one
     actor update, and the log-probs after it. Returns CPU tensors and the update's metrics (the
-    same on every rank). `batch` has the rollout's layout plus `advantages` (bs, R)."""
+    same on every rank), plus what `inspect(group)` returns when given (run after the passes).
+    `batch` has the rollout's layout plus `advantages` (bs, R)."""
     from verl.workers.fsdp_workers import FSDPWorker
 
     group = LocalWorkerGroup(FSDPWorker(config, role=role))
@@ -145,4 +151,5 @@ def grpo_passes(config: Any, batch: DataProto, role: str = "actor_ref") -> dict[
         "ref_log_probs": batch.batch.get("ref_log_probs"),
         "new_log_probs": after.batch["old_log_probs"],
         "metrics": metrics,
+        **(inspect(group) if inspect is not None else {}),
     }
