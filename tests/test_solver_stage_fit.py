@@ -1,0 +1,56 @@
+"""The Solver stage fits its rollout batch to what labelling kept, down to a single question (the demo
+run of issue 12's fault suite kept 1 of 48 questions and the stage crashed with StopIteration), and
+counts the questions too long for its prompt (a Challenger may write them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from question_evaluate.outputs import write_dataset
+from training.solver import fit_batch_to_data, repeat_to_batch
+from verl.trainer.config import CONFIG_DIR, load_config
+from verl.utils.dataset import PromptDataset, StatefulDataLoader, read_records
+
+
+def _solver_config(model: str = "org/model"):
+    return load_config(
+        [
+            f"config={CONFIG_DIR / 'solver.yaml'}",
+            f"config={CONFIG_DIR / 'tiny_cpu.yaml'}",
+            f"worker.actor.model.model_path={model}",
+        ]
+    )
+
+
+@pytest.mark.parametrize(("questions", "batch", "micro"), [(1, 2, 1), (2, 2, 1), (3, 2, 1), (5, 4, 2)])
+def test_a_batch_that_splits_over_the_ranks(questions: int, batch: int, micro: int) -> None:
+    cfg = _solver_config()
+    assert (cfg.worker.rollout.n, cfg.worker.actor.micro_batch_size_per_device_for_update) == (5, 2)
+    note = fit_batch_to_data(cfg, questions, world=2)
+    assert cfg.data.rollout_batch_size == batch == cfg.worker.actor.prompts_per_update
+    assert cfg.worker.actor.micro_batch_size_per_device_for_update == micro
+    assert ("repeated to fill the batch" in note) == (batch > questions)
+    cfg.validate(check_paths=False)
+
+
+def test_one_question_is_repeated_to_fill_the_batch(tmp_path: Path, tiny_model_dir: str) -> None:
+    from transformers import AutoTokenizer
+
+    cfg = _solver_config(tiny_model_dir)
+    dataset = write_dataset(
+        tmp_path / "train.parquet",
+        [{"question": "What is 6 times 7?", "label": "42", "p_hat": 0.5, "id": "q0"}],
+    )
+    fit_batch_to_data(cfg, 1, world=2)
+    filled = repeat_to_batch(str(dataset), 1, cfg.data.rollout_batch_size, tmp_path)
+    assert filled == str(tmp_path / "train_repeated.parquet")
+    rows = read_records(filled)
+    assert [r["question"] for r in rows] == ["What is 6 times 7?"] * 2 and rows[1]["answer"] == "42"
+    # What the trainer does with it: one full batch per step.
+    prompts = PromptDataset(rows, AutoTokenizer.from_pretrained(tiny_model_dir), "question", "answer")
+    loader = StatefulDataLoader(prompts, cfg.data.rollout_batch_size, True, 0, 0)
+    assert len(loader.next_batch()) == 2 and len(loader.next_batch()) == 2
+    # Enough questions: the dataset is used as it is.
+    assert repeat_to_batch(str(dataset), 4, 4, tmp_path / "other") == str(dataset)
