@@ -3,7 +3,8 @@
 Used by question generation and pseudo-labelling. A shard's output file is its completion mark
 (written atomically), so an interrupted run redoes only the shards that had not finished. With GPUs
 every shard runs in its own process (`python -m <module> --shard-spec SPEC --shard k`) with
-CUDA_VISIBLE_DEVICES set to its group; the processes die with their parent (PR_SET_PDEATHSIG).
+CUDA_VISIBLE_DEVICES set to its group; the processes die with their parent (PR_SET_PDEATHSIG), and
+take the engine processes they started with them (`infra.processes.die_with_parent`).
 On a CPU machine the single shard runs in-process unless `isolate` asks for a subprocess.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from infra.processes import log_tail, parent_death_signal, stop_processes
+from infra.processes import die_with_parent, log_tail, parent_death_signal, stop_processes
 from verl.utils.fs import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,9 @@ def _wait_all(procs: dict[int, subprocess.Popen], shard_files: list[Path]) -> li
 
 def shard_main(argv: Sequence[str] | None, shard_fn: ShardFn) -> NoReturn:
     """Entry point of a shard process: `--shard-spec SPEC --shard K`; exits the process."""
+    # The runner started us with PR_SET_PDEATHSIG; this also takes down what the engine forks
+    # (vLLM's engine core in multiprocess mode) when we are stopped or our parent dies.
+    die_with_parent()
     parser = argparse.ArgumentParser(description="run one shard (internal)")
     parser.add_argument("--shard-spec", required=True)
     parser.add_argument("--shard", type=int, required=True)

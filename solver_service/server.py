@@ -7,13 +7,18 @@ reserves, or a single server on a CPU machine. This module owns those processes:
 
 - each server listens on a free port on 127.0.0.1 (a bind race with another program is handled by
   restarting that server on another port);
-- each server runs in its own process group (`start_new_session=True`), so that stopping it reaches
-  the engine processes vLLM forks, and *only* those: no killing by process name, no fixed ports (the faults of the
-  authors' scripts, spec section 7);
+- each server runs in its own process group (`start_new_session=True`) under `infra.supervise`, so
+  that stopping it reaches the engine processes vLLM forks, and *only* those: no killing by process
+  name, no fixed ports (the faults of the authors' scripts, spec section 7);
+- the supervisor gets SIGTERM when this process dies, even by SIGKILL (PR_SET_PDEATHSIG), and then
+  stops the whole group (SIGKILL after the grace period): vLLM's API server alone ignores a SIGTERM
+  that comes while its engine starts, and its engine core outlives an API server killed by SIGKILL;
 - readiness is `GET /health` then `GET /v1/models` answering with our model name, under a deadline;
   a server that exits early fails the start at once with the tail of its log;
-- the PIDs are written to `<log_dir>/solver_service.json` as soon as they exist, so a shell driver
-  can clean up even if this Python process dies;
+- the PIDs, each with its process start time, are written to `<log_dir>/solver_service.json` as
+  soon as they exist (and every process of each group once it is ready); `start()` first stops what
+  a previous attempt recorded there and is still running (PID *and* start time match: a reused PID
+  is never hit), and refuses to start while the recorded owner itself still runs;
 - `stop()` (SIGTERM to each group, then SIGKILL after a grace period) runs from `__exit__`, from
   `atexit`, and from SIGTERM/SIGINT handlers installed while the service runs.
 
@@ -33,6 +38,7 @@ healthy and removed on exit):
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -50,11 +56,15 @@ from infra.devices import device_groups
 from infra.processes import (
     LOOPBACK,
     find_free_port,
+    is_recorded_process,
     log_tail,
     parent_death_signal,
     process_group_members,
+    process_record,
+    reap_recorded,
     signal_group,
 )
+from infra.supervise import supervised_command
 from verl.utils.fs import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -82,6 +92,7 @@ class SolverServer:
     sigterm_sent: bool = False  # a second SIGTERM makes uvicorn skip its graceful shutdown
     ready_after_s: float | None = None
     bind_failures: list[int] = field(default_factory=list)  # ports lost to another program
+    records: list[dict] = field(default_factory=list)  # {"pid", "start_time"} of its processes seen
 
     @property
     def url(self) -> str:
@@ -178,6 +189,12 @@ class SolverService:
         return [s.pid for s in self.servers if s.pid is not None]
 
     @property
+    def supervisor_grace_s(self) -> float:
+        """SIGTERM to SIGKILL inside a server's supervisor: shorter than ours, so that on a normal
+        stop the supervisor finishes the job and we never need to SIGKILL the group ourselves."""
+        return max(1.0, self.stop_grace_s * 2 / 3)
+
+    @property
     def running(self) -> bool:
         return self._state in ("starting", "ready")
 
@@ -189,6 +206,12 @@ class SolverService:
                 raise SolverServiceError(f"SolverService.start() called in state {self._state!r}")
             self._state = "starting"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            reap_previous_attempt(self.pids_file)
+        except BaseException:
+            with self._lock:
+                self._state = "stopped"
+            raise
         atexit.register(self.stop)
         self._install_signal_handlers()
         t0 = time.monotonic()
@@ -280,7 +303,7 @@ class SolverService:
         server.port_attempts += 1
         server.sigterm_sent = False
         env = self.server_env(server)
-        cmd = self.command(server)
+        cmd = supervised_command(self.command(server), self.supervisor_grace_s, self.python)
         with open(server.log_path, "ab") as log:
             log.write(f"# attempt {server.port_attempts}: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -296,6 +319,7 @@ class SolverService:
                 # The server dies with us even if we are SIGKILLed (no orphan holding a GPU).
                 preexec_fn=self._preexec,
             )
+        self._note_processes(server)
         logger.info("started %s", server.describe())
         self._write_pids_file()
 
@@ -307,6 +331,7 @@ class SolverService:
                 if server.process.poll() is not None:
                     self._handle_early_exit(server)  # raises, or relaunches on another port
                 elif self._is_ready(server):
+                    self._note_processes(server)  # the API server and the engine processes it forked
                     server.ready_after_s = time.monotonic() - t0
                     logger.info("%s ready after %.1f s", server.describe(), server.ready_after_s)
                     pending.remove(server)
@@ -423,11 +448,23 @@ class SolverService:
         elif previous in (signal.SIG_DFL, None):
             os.kill(os.getpid(), signum)  # the default action (terminate), now that the servers are gone
 
+    def _note_processes(self, server: SolverServer) -> None:
+        """Record every live process of the server's group (PID and start time) for a later reaper."""
+        if server.process is None:
+            return
+        known = {r["pid"] for r in server.records}
+        for pid in [server.process.pid, *process_group_members(server.process.pid)]:
+            if pid not in known and (record := process_record(pid)) is not None:
+                server.records.append(record)
+                known.add(pid)
+        self._write_pids_file()
+
     def _write_pids_file(self) -> None:
         atomic_write_json(
             self.pids_file,
             {
                 "owner_pid": os.getpid(),
+                "owner": process_record(os.getpid()),
                 "model": self.model,
                 "model_name": self.model_name,
                 "state": self._state,
@@ -441,8 +478,41 @@ class SolverService:
                         "devices": s.devices,
                         "log": str(s.log_path),
                         "returncode": s.process.returncode if s.process is not None else None,
+                        "processes": s.records,
                     }
                     for s in self.servers
                 ],
             },
         )
+
+
+def reap_previous_attempt(pids_file: Path, grace_s: float = 20.0) -> list[int]:
+    """Stop the server processes a previous attempt recorded in `pids_file` and left running.
+
+    Only processes whose PID and start time both match the record are signalled. Raises
+    SolverServiceError when the recorded owner still runs (another attempt is using this folder).
+    Returns the PIDs that were stopped.
+    """
+    if not pids_file.is_file():
+        return []
+    try:
+        previous = json.loads(pids_file.read_text())
+    except (OSError, ValueError) as e:
+        logger.warning("unreadable pids file %s (%s): nothing to reap", pids_file, e)
+        return []
+    owner = previous.get("owner") or {}
+    if owner.get("pid") != os.getpid() and is_recorded_process(owner):
+        raise SolverServiceError(
+            f"process {owner['pid']} is still running the Solver service recorded in {pids_file}: "
+            "stop that run first (two runs must not share a stage folder)"
+        )
+    records = [r for server in previous.get("servers", []) for r in server.get("processes", [])]
+    stopped = reap_recorded(records, grace_s)
+    if stopped:
+        logger.warning(
+            "stopped %d process(es) that a previous attempt left running (pids %s, from %s)",
+            len(stopped),
+            stopped,
+            pids_file,
+        )
+    return stopped
