@@ -321,10 +321,8 @@ def plan_memory(
     }
     generate = _generate_phase(shape, rollout, statics, gpu, longest)
     offload = actor.fsdp.optimizer_offload
-    if offload is None:  # auto: off the GPU between updates only when generate needs it
-        offload = (
-            not generate.fits and _generate_phase(shape, rollout, {**statics, "adam": 0}, gpu, longest).fits
-        )
+    if offload is None:  # auto: off the GPU between updates only when generate needs the room
+        offload = not generate.fits and statics["adam"] > 0
         if offload:
             notes.append("optimizer_offload=null resolves to true: Adam does not fit beside vLLM")
     resident = {**statics, "adam": 0 if offload else statics["adam"]}
