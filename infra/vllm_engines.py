@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infra.cpu_kvcache import ensure_cpu_kvcache_env
 from infra.devices import parse_devices
 from verl.utils.device import set_cpu_env_defaults, vllm_dtype
 from verl.utils.stop_tokens import model_stop_token_ids
@@ -39,7 +40,9 @@ class EngineSettings:
 def make_llm(settings: EngineSettings, on_gpu: bool) -> Any:
     """A `vllm.LLM` for `settings` on this process's device (CUDA_VISIBLE_DEVICES already set)."""
     if not on_gpu:
-        set_cpu_env_defaults()  # before vllm is imported: in-process engine, KV cache size
+        # Before vllm is imported: a KV cache that fits this machine, an in-process engine.
+        ensure_cpu_kvcache_env(settings.model, settings.max_model_len)
+        set_cpu_env_defaults()
     from vllm import LLM
 
     dtype = settings.dtype

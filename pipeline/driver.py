@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = plan_devices(None, pipe.solver_gpus or None, pipe.cpu_ranks)
     if plan.kind == "cpu":
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        # (VLLM_CPU_KVCACHE_SPACE: each engine entry point picks one that fits, infra.cpu_kvcache.)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if demo:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -52,6 +52,7 @@ from typing import Any
 
 import httpx
 
+from infra.cpu_kvcache import ensure_cpu_kvcache_env
 from infra.devices import device_groups
 from infra.processes import (
     LOOPBACK,
@@ -292,6 +293,8 @@ class SolverService:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         if server.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = server.devices
+        else:  # on CPU: a KV cache that fits this machine, unless one was set explicitly
+            ensure_cpu_kvcache_env(self.model, self.max_model_len, env)
         return env
 
     def _pick_port(self) -> int:
