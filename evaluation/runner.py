@@ -7,8 +7,11 @@ Outputs under `out_dir` (every file written atomically, results.json last as the
     summary.md, summary.csv       the table in the paper's layout
     results.json                  everything above in one file
 
-A re-run reuses a benchmark's responses.jsonl when its generation key (model files, prompts,
-sampling settings) matches, so an interrupted run resumes without regenerating finished benchmarks.
+Resume, per benchmark: a benchmark whose metrics.json (written after its items.jsonl) carries this
+run's resume key (generation key + scoring settings + gold answers) is finished and is kept as it is,
+without generation or scoring; one whose responses.jsonl carries this run's generation key (model
+files, prompts, sampling settings) is scored again without generating. So an interrupted run redoes
+only the unfinished benchmarks, and results.json (then the stage manifest) is written last.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from evaluation.prompts import build_messages, render_prompt, stop_settings
 from evaluation.registry import get_spec
 from evaluation.report import row_averages, row_from_results, write_reports
 from evaluation.scoring import score_benchmark
-from infra.stage_kit import read_jsonl, write_manifest
+from infra.stage_kit import fingerprint, read_jsonl, write_manifest
 from rewards.grader import GraderPool
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 from verl.utils.stop_tokens import load_generation_config
@@ -137,6 +140,7 @@ class EvaluationRun:
         self._tokenizer: Any = None
         self._generation_config: Any = False  # not read yet
         self._pool: Any = None
+        self._stack: ExitStack | None = None
         self._judge: Any = None
         self._model_info = model_fingerprint(config.engine.model)
 
@@ -162,10 +166,20 @@ class EvaluationRun:
             self._engine = make_engine(self.config.engine)
         return self._engine
 
+    def grader_pool(self) -> Any:
+        """The math-verify worker pool, started on first use (a resumed run may not need it)."""
+        if self._pool is None:
+            assert self._stack is not None, "grader_pool() is only available inside run()"
+            cfg = self.config
+            self._pool = self._stack.enter_context(
+                GraderPool(num_workers=cfg.grader_workers, timeout_s=cfg.grader_timeout_s)
+            )
+        return self._pool
+
     # -- one benchmark -----------------------------------------------------------------------
 
-    def _generate(self, loaded: LoadedBenchmark, sampling: SamplingConfig) -> tuple[list[dict], bool]:
-        """Response rows of a benchmark (reused from responses.jsonl when the key matches)."""
+    def _prepare(self, loaded: LoadedBenchmark, sampling: SamplingConfig) -> tuple[list, list, list, str]:
+        """Rendered prompts, stop ids and strings, and the generation key of a benchmark."""
         spec = loaded.spec
         rendered = [
             render_prompt(self.tokenizer(), build_messages(item, spec.metric)) for item in loaded.items
@@ -180,6 +194,43 @@ class EvaluationRun:
             [ids for ids, _, _ in rendered],
             {"ids": stop_ids, "strings": stop_strings},
         )
+        return rendered, stop_ids, stop_strings, key
+
+    def resume_key(self, loaded: LoadedBenchmark, gen_key: str) -> str:
+        """What a finished benchmark's scores depend on beyond its responses (must match to keep it)."""
+        cfg = self.config
+        judge = None if cfg.judge is None else [cfg.judge.base_url, cfg.judge.model, cfg.judge.max_tokens]
+        scoring = {
+            "gen_key": gen_key,
+            "metric": loaded.spec.metric,
+            "seed": cfg.seed,
+            "grader_timeout_s": cfg.grader_timeout_s,
+            "judge": judge,
+            "gold": [[item.id, item.gold, item.options] for item in loaded.items],
+        }
+        return fingerprint(scoring)
+
+    def finished_entry(self, loaded: LoadedBenchmark, key: str) -> dict | None:
+        """The results.json entry of a benchmark an earlier run finished with the same settings."""
+        folder = self.out / loaded.spec.name
+        metrics, items = folder / "metrics.json", folder / "items.jsonl"
+        if not (self.config.reuse and metrics.is_file() and items.is_file()):
+            return None
+        try:
+            entry = json.loads(metrics.read_text(encoding="utf-8"))
+            num_items = sum(1 for line in items.read_text(encoding="utf-8").splitlines() if line.strip())
+        except (OSError, ValueError):
+            return None
+        if entry.get("resume_key") != key or num_items != len(loaded.items):
+            return None
+        return entry
+
+    def _generate(
+        self, loaded: LoadedBenchmark, sampling: SamplingConfig, prepared: tuple[list, list, list, str]
+    ) -> tuple[list[dict], bool]:
+        """Response rows of a benchmark (reused from responses.jsonl when the key matches)."""
+        spec = loaded.spec
+        rendered, stop_ids, stop_strings, key = prepared
         path = self.out / spec.name / "responses.jsonl"
         if self.config.reuse and path.exists():
             rows = read_jsonl(path)
@@ -223,9 +274,15 @@ class EvaluationRun:
         started = time.time()
         spec = loaded.spec
         sampling = self.config.sampling_for(spec.name)
-        rows, reused = self._generate(loaded, sampling)
+        prepared = self._prepare(loaded, sampling)
+        key = self.resume_key(loaded, prepared[3])
+        if (finished := self.finished_entry(loaded, key)) is not None:
+            logger.info("%s: finished by an earlier run with these settings; kept (%s)", spec.name, self.out)
+            return {**finished, "resumed": True}
+        rows, reused = self._generate(loaded, sampling, prepared)
         responses = [r["responses"] for r in rows]
-        score = score_benchmark(spec.metric, loaded.items, responses, self._pool, seed=self.config.seed)
+        pool = self.grader_pool() if spec.metric == "math" else None
+        score = score_benchmark(spec.metric, loaded.items, responses, pool, seed=self.config.seed)
         judge_accuracy = None
         if self._judge is not None and spec.metric in ("math", "bbeh"):
             judge_accuracy = apply_judge(self._judge, loaded.items, score)
@@ -277,6 +334,8 @@ class EvaluationRun:
             "limit": loaded.limit,
             "seed": loaded.seed,
             "reused_responses": reused,
+            "resumed": False,
+            "resume_key": key,
             "seconds": round(time.time() - started, 2),
         }
         atomic_write_json(self.out / spec.name / "metrics.json", entry)
@@ -309,10 +368,7 @@ class EvaluationRun:
         (self.out / "manifest.json").unlink(missing_ok=True)
         (self.out / "results.json").unlink(missing_ok=True)
         with ExitStack() as stack:
-            if any(get_spec(n).metric == "math" for n in names):
-                self._pool = stack.enter_context(
-                    GraderPool(num_workers=cfg.grader_workers, timeout_s=cfg.grader_timeout_s)
-                )
+            self._stack = stack
             if cfg.judge is not None:
                 j = cfg.judge
                 cache = j.cache_path or str(self.out / "judge_cache.json")
@@ -328,6 +384,7 @@ class EvaluationRun:
                     self._engine = None
             if self._pool is not None:
                 results["grader"] = self._pool.stats_snapshot()
+            self._stack = None
         if self._judge is not None:
             results["judge"] = {
                 "base_url": cfg.judge.base_url,
