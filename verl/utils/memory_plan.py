@@ -283,14 +283,16 @@ def plan_memory(
     gpu_mem_gib: float | None = None,
     shape: ModelShape | None = None,
     padding_free: bool | None = None,
+    rollout: bool = True,
 ) -> MemoryPlan:
     """The memory plan of `config` (a PPOConfig) on `world_size` training GPUs of `gpu_mem_gib` GiB.
 
     world_size defaults to trainer.nnodes * trainer.n_devices_per_node; gpu_mem_gib to nvidia-smi's
     smallest GPU (ValueError without one); shape to the model's config.json; padding_free to
     "flash-attn importable here" (the dry run may run on a machine without it: see the notes).
+    rollout=False plans the FSDP worker alone (the local worker mode): no generate phase.
     """
-    actor, ref_cfg, rollout = config.worker.actor, config.worker.ref, config.worker.rollout
+    actor, ref_cfg, rollout_cfg = config.worker.actor, config.worker.ref, config.worker.rollout
     world = world_size or config.trainer.nnodes * config.trainer.n_devices_per_node
     if gpu_mem_gib is None:
         gpu_mem_gib = gpu_memory_gib()
@@ -319,14 +321,14 @@ def plan_memory(
         if (not config.algorithm.use_kl_loss or ref_cfg.fsdp.param_offload)
         else 2 * n // world,
     }
-    generate = _generate_phase(shape, rollout, statics, gpu, longest)
+    generate = _generate_phase(shape, rollout_cfg, statics, gpu, longest)
     offload = actor.fsdp.optimizer_offload
     if offload is None:  # auto: off the GPU between updates only when generate needs the room
-        offload = not generate.fits and statics["adam"] > 0
+        offload = rollout and not generate.fits and statics["adam"] > 0
         if offload:
             notes.append("optimizer_offload=null resolves to true: Adam does not fit beside vLLM")
     resident = {**statics, "adam": 0 if offload else statics["adam"]}
-    generate = _generate_phase(shape, rollout, resident, gpu, longest)
+    generate = _generate_phase(shape, rollout_cfg, resident, gpu, longest)
     unsharded = 2 * shape.root_params + 2 * 2 * shape.layer_params
     exp_tokens, exp_rows = _micro_batch(
         max(
@@ -350,12 +352,16 @@ def plan_memory(
             "unsharded params": unsharded,
             "activations": body,
             "lm head": max(0, head - body),
-            "vllm asleep": VLLM_ASLEEP_BYTES,
+            "vllm asleep": VLLM_ASLEEP_BYTES if rollout else 0,
         },
         gpu,
     )
     update = _update_phase(shape, config, statics, world, gpu, longest, padding_free)
+    if not rollout:
+        update.items["vllm asleep"] = 0
     phases = {"generate": generate, "experience": experience, "update": update}
+    if not rollout:
+        del phases["generate"]
     _advise(phases, shape, config, resident, offload)
     return MemoryPlan(actor.model.model_path, shape, world, gpu_mem_gib, bool(offload), phases, notes)
 
@@ -442,8 +448,8 @@ def _advise(
     phases: dict[str, Phase], shape: ModelShape, config: Any, resident: dict[str, int], offload: bool
 ) -> None:
     actor, rollout = config.worker.actor, config.worker.rollout
-    gen = phases["generate"]
-    if not gen.fits:
+    gen = phases.get("generate")
+    if gen is not None and not gen.fits:
         if not offload and resident["adam"]:
             gen.advice.append(
                 f"set worker.actor.fsdp.optimizer_offload=true (moves {resident['adam'] / GIB:.2f} GiB of Adam "

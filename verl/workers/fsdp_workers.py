@@ -104,6 +104,7 @@ class FSDPWorker(Worker):
             "rank": self.rank,
             "device": self.device,
             "padding_free": self.padding_free,
+            "attention": self.attn_implementation,
             "param_dtype": str(self.param_dtype),
             "optimizer_offload": self.offload_optimizer,
             "device_name": torch.cuda.get_device_name() if self.device == "cuda" else "cpu",

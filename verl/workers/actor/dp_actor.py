@@ -36,9 +36,10 @@ _LOG_PROB_KEYS = ["input_ids", "attention_mask", "position_ids", "responses"]
 
 
 def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
-    """In place over the default group when there is one; the tensor stays on its device, so a
-    NCCL group reduces a CUDA tensor and a gloo group a CPU one."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    """In place over the default group when there is one (even of one rank: the one-GPU device
+    check then exercises the collective). The tensor stays on its device, so a NCCL group reduces
+    a CUDA tensor and a gloo group a CPU one."""
+    if dist.is_initialized():
         dist.all_reduce(tensor, op=op)
     return tensor
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The device check of the engine's GPU path (issue 9), for a machine with one GPU and only torch +
+# transformers (+ pytest, numpy): no vLLM, Ray or flash-attn needed (used when importable).
+#   bash scripts/gpu_check.sh                  # the table (scripts/gpu_check.py), then pytest tests/test_gpu.py
+#   bash scripts/gpu_check.sh --models 4b      # arguments go to scripts/gpu_check.py
+# Results: the table on stdout, and $OUT/gpu_check.json (OUT defaults to outputs/gpu_check).
+# omegaconf (the engine's config) is installed from .whl/ when missing; fill .whl/ on a machine with
+# internet first:  pip download --no-deps -d .whl omegaconf==2.4.0 antlr4-python3-runtime==4.13.2
+# Budget: under 8 minutes on an H100/H200 (the table ~5 min at most, the tests ~2 min).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+if ! "$PY" -c "import omegaconf" 2>/dev/null; then
+    if compgen -G "$ROOT/.whl/omegaconf-*.whl" >/dev/null; then
+        "$PY" -m pip install --quiet --no-index --find-links "$ROOT/.whl" --target "$ROOT/.whl/site" \
+            omegaconf antlr4-python3-runtime
+        export PYTHONPATH="$PYTHONPATH:$ROOT/.whl/site"
+    else
+        echo "omegaconf is missing and .whl/ has no wheel for it: on a machine with internet run" >&2
+        echo "  pip download --no-deps -d .whl omegaconf==2.4.0 antlr4-python3-runtime==4.13.2" >&2
+        echo "and bring .whl/ along (it is git-ignored: carry it explicitly)." >&2
+        exit 2
+    fi
+fi
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print(torch.__version__, torch.cuda.get_device_name())"
+"$PY" -c "import transformers; print('transformers', transformers.__version__)"
+
+OUT_DIR="${OUT:-$ROOT/outputs/gpu_check}"
+mkdir -p "$OUT_DIR"
+status=0
+timeout 330 "$PY" scripts/gpu_check.py --out "$OUT_DIR/gpu_check.json" "$@" || status=$?
+# The CUDA-only tests; -p no:cacheprovider: nothing written into the checkout.
+timeout 150 "$PY" -m pytest tests/test_gpu.py -q -p no:cacheprovider -o addopts="" \
+    --junitxml="$OUT_DIR/test_gpu.xml" || status=$?
+exit "$status"
