@@ -313,6 +313,10 @@ def _write_outputs(config: LabelConfig, votes: int, band, labelled: list[dict], 
             **{f"dropped_{k}": v for k, v in dropped.items()},
             "grader_timeouts": stats["grader_timeouts"],
             "answers_empty": n_empty,
+            # questions the Solver could not read (prompt longer than the engine's context; all m
+            # answers empty, dropped as no_answer) and answers cut at max_tokens
+            "questions_too_long": sampling_stats.get("prompt_too_long", 0) // max(1, votes),
+            "answers_truncated": sampling_stats.get("truncated", 0),
         },
         timings_s={
             "answers": t["answered"] - t["start"],

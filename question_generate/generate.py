@@ -10,7 +10,8 @@ Output folder:
     shards/<config fingerprint>/   per-shard rows (+ .meta.json timings, + .log of subprocesses);
                       a shard file present there is complete and is reused by a re-run with the
                       same settings, so an interrupted run loses at most the shards still running
-    manifest.json     written last (stage "question_generate"; outputs {"questions": path})
+    manifest.json     written last (stage "question_generate"; outputs {"questions": path}; counts
+                      generated, valid, invalid and invalid_<reason> per `invalid_reason`, truncated)
 
 Data parallel over GPU groups with `infra.shards.run_shards` (one engine per group, one in-process
 engine on CPU). Sampling is seeded per prompt (`infra.vllm_engines.request_seed`), so the samples do
@@ -145,6 +146,20 @@ def _question_row(index: int, out: Sample, shard: int, profile: str) -> dict:
     }
 
 
+INVALID_REASONS = ("empty", "no_question", "no_answer")
+
+
+def invalid_reason(row: dict) -> str | None:
+    """Why a sample is not a usable question: "empty" (nothing but whitespace was generated),
+    "no_question" (no non-empty <question> block), "no_answer" (no closed box, or an empty one);
+    None for a valid sample."""
+    if row["valid"]:
+        return None
+    if not str(row.get("raw") or "").strip():
+        return "empty"
+    return "no_answer" if row.get("question") else "no_question"
+
+
 def generate_questions(config: GenerateConfig) -> dict:
     """Sample `num_questions` Challenger outputs into `<out_dir>/questions.jsonl`; return the manifest.
 
@@ -207,6 +222,7 @@ def _finish(config: GenerateConfig, rows, questions_path, shard_files, ran, grou
     n = len(groups)
     on_gpu = groups[0] is not None
     valid = sum(1 for r in rows if r["valid"])
+    reasons = [invalid_reason(r) for r in rows]
     metas = shard_timings(shard_files)
     response_tokens = sum(m.get("response_tokens", 0) for m in metas)
     generate_s = max((m.get("generate_s", 0.0) for m in metas), default=0.0)
@@ -229,6 +245,8 @@ def _finish(config: GenerateConfig, rows, questions_path, shard_files, ran, grou
             "generated": len(rows),
             "valid": valid,
             "invalid": len(rows) - valid,
+            # every invalid sample under exactly one reason (empty generation, no question, no answer)
+            **{f"invalid_{reason}": reasons.count(reason) for reason in INVALID_REASONS},
             "truncated": sum(1 for r in rows if r.get("finish_reason") == "length"),
             "response_tokens": response_tokens,
         },
