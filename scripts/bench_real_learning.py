@@ -62,8 +62,9 @@ def one_shot_messages(example: dict, question: str, system_prompt: str = SOLVER_
 
 def prepare_data(data_dir: Path, n_train: int, n_heldout: int, seed: int, max_steps: int) -> dict[str, Path]:
     """Example, training and held-out problems (disjoint), written as engine-ready jsonl files."""
+    # Held-out before train: the held-out set does not change with the number of steps.
     splits = make_splits(
-        {"example": 1, "train": n_train, "heldout": n_heldout}, seed=seed, max_steps=max_steps
+        {"example": 1, "heldout": n_heldout, "train": n_train}, seed=seed, max_steps=max_steps
     )
     example = splits["example"][0]
     paths = {"example": data_dir / "example.json", "train": data_dir / "train.jsonl"}
