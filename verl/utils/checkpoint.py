@@ -63,15 +63,18 @@ class CheckpointSaveError(RuntimeError):
 # noticing the short write that preceded it ("unexpected pos 704 vs 598").
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _SHORT_WRITE = re.compile(r"unexpected pos \d+ vs \d+")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)(\([\w.]*\))?: ")
 
 
 def describe_save_failure(output_dir: str | Path, step: int, error: BaseException) -> str:
     """A message for a failed save of `step`: the cause, the free space where it was written, and
     the checkpoint a rerun would resume from."""
     root = checkpoint_root(output_dir)
-    cause = f"{type(error).__name__}: {error}".strip()
-    first_line = cause.splitlines()[0] if cause else type(error).__name__
     text = str(error)
+    # A worker's error arrives wrapped (Ray: the remote traceback in the message): its root cause is
+    # the last "SomeError: ..." line.
+    causes = [line.strip() for line in text.splitlines() if _ERROR_LINE.match(line.strip())]
+    first_line = causes[-1] if causes else f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
     disk_full = getattr(error, "errno", None) in _DISK_FULL_ERRNOS or any(
         marker in text for marker in ("No space left on device", "Disk quota exceeded", "File too large")
     )
