@@ -21,8 +21,10 @@ from pathlib import Path
 
 from evaluation.generate import EngineConfig
 from evaluation.loaders import parse_data_args, parse_field_args
+from evaluation.preflight import describe_missing, unavailable_benchmarks
 from evaluation.registry import DEFAULT_BENCHMARKS, REGISTRY, resolve_name
 from evaluation.report import PAPER_ROWS, load_rows, write_reports
+from infra.preflight import EXIT_PREFLIGHT, Problem, check_model, format_problems
 
 
 def _limit(value: str) -> int | None:
@@ -227,6 +229,22 @@ def build_run_config(args: argparse.Namespace):
     )
 
 
+def preflight_problems(config) -> list[Problem]:
+    """The model and every benchmark's data, checked before an engine starts (all problems at once)."""
+    problems = check_model(config.engine.model, "model")
+    missing = unavailable_benchmarks(config.benchmarks, config.data, config.data_dir, config.allow_hub)
+    if missing:
+        problems.append(
+            Problem(
+                f"no data for {len(missing)} benchmark(s): {describe_missing(missing)}",
+                "point at local files (--data NAME=PATH, or --data-dir DIR holding <benchmark>.jsonl/"
+                ".json/.parquet/.csv; names and aliases: python -m evaluation list), or leave these "
+                "benchmarks out of --benchmarks",
+            )
+        )
+    return problems
+
+
 def run_main(argv: list[str]) -> int:
     from evaluation.runner import EvaluationRun  # vLLM + torch: not for `list` / `report`
 
@@ -235,6 +253,10 @@ def run_main(argv: list[str]) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
     config = build_run_config(args)
+    problems = preflight_problems(config)
+    if problems:
+        print(format_problems(problems, "evaluation preflight"), file=sys.stderr)
+        return EXIT_PREFLIGHT
     results = EvaluationRun(config).run()
     print(Path(config.out_dir, "summary.md").read_text(encoding="utf-8"))
     print(f"results: {Path(config.out_dir, 'results.json')}")

@@ -12,6 +12,7 @@ PID the kernel has since given to another program is never signalled (`reap_reco
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -178,6 +179,39 @@ def reap_recorded(records: Iterable[dict], grace_s: float = 10.0) -> list[int]:
         if fd is not None:
             os.close(fd)
     return [pid for pid, _ in held]
+
+
+class OwnerStillRunning(RuntimeError):
+    """A pids file's owner still runs: its processes are in use, not stale."""
+
+
+def pids_file_content(processes: Iterable[dict], **extra: object) -> dict:
+    """What a pids file holds: its owner (this process) and the records of the processes it
+    started, with any other fields; `reap_pids_file` reads it back."""
+    return {"owner": process_record(os.getpid()), "processes": list(processes), **extra}
+
+
+def reap_pids_file(path: str | os.PathLike, grace_s: float = 20.0) -> list[int]:
+    """Stop what a previous attempt recorded in a pids file and left running (records whose PID and
+    start time still match); returns their PIDs. Raises OwnerStillRunning when the recorded owner
+    itself still runs (then its processes are not stale)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        logger.warning("unreadable pids file %s (%s): nothing to reap", path, e)
+        return []
+    owner = previous.get("owner") or {}
+    if owner.get("pid") != os.getpid() and is_recorded_process(owner):
+        raise OwnerStillRunning(f"process {owner['pid']} that wrote {path} is still running")
+    stopped = reap_recorded(previous.get("processes", []), grace_s)
+    if stopped:
+        logger.warning(
+            "stopped %d process(es) a previous attempt left running: %s (%s)", len(stopped), stopped, path
+        )
+    return stopped
 
 
 def _open_if_recorded(record: dict) -> tuple[int, int | None] | None:

@@ -15,6 +15,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from rzero.profiles import PROFILES, get_profile
 from verl.trainer.config import CONFIG_DIR, ConfigError
 
+# The benchmark slot the generated arithmetic problems take (`eval_generated_items`).
+GENERATED_BENCHMARK = "gsm8k"
+
 
 @dataclass
 class PipelineConfig:
@@ -41,7 +44,14 @@ class PipelineConfig:
     # evaluation of each new Solver (and the base model once)
     evaluate: bool = True
     eval_benchmarks: list = field(default_factory=list)  # empty: the evaluation package's default set
-    eval_data_dir: str = ""  # local benchmark files for offline nodes
+    eval_data_dir: str = ""  # local benchmark files for offline nodes (<benchmark>.jsonl, ...)
+    eval_data: dict = field(default_factory=dict)  # benchmark -> local file (wins over eval_data_dir)
+    # > 0: that many generated arithmetic word problems (evaluation/synthetic.py), written into
+    # <run>/eval_data/ and evaluated in the GSM8K slot (same schema and grading) instead of GSM8K
+    eval_generated_items: int = 0
+    eval_max_tokens: int = 0  # new tokens per answer; 0: each benchmark's own (math 4096, general 8192)
+    eval_max_model_len: int = 0  # engine context; 0: the model's
+    eval_grader_workers: int = 2
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -75,6 +85,8 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
         cfg.iterations = get_profile(cfg.profile).iterations
     if cfg.iterations < 1 or cfg.num_questions < 1:
         raise ConfigError("iterations and num_questions must be >= 1")
+    if cfg.eval_generated_items < 0 or cfg.eval_max_tokens < 0 or cfg.eval_max_model_len < 0:
+        raise ConfigError("eval_generated_items, eval_max_tokens and eval_max_model_len must be >= 0")
     cfg.engine_configs = [
         str(Path(p) if Path(p).is_absolute() else (CONFIG_DIR.parent / p)) for p in cfg.engine_configs
     ]

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
-from pipeline.launch import challenger_config, solver_config
+from pipeline.launch import run_engine_configs
 from pipeline.planner import DevicePlan
 from rzero.profiles import get_profile
 from rzero.prompts import SOLVER_SYSTEM_PROMPT
-from training.common import build_engine_config
 from verl.trainer.config import config_to_yaml
 from verl.utils.memory_plan import plan_memory
 from verl.utils.stop_tokens import model_stop_token_ids
@@ -64,14 +63,7 @@ def _devices(plan: DevicePlan) -> list[str]:
 
 def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, plan: DevicePlan) -> str:
     prof = get_profile(p.profile)
-    engines = {
-        "challenger": build_engine_config(
-            challenger_config(p, plan, base_model, base_model, run_dir, p.seed)
-        ),
-        "solver": build_engine_config(solver_config(p, plan, base_model, "<dataset>", run_dir, p.seed)),
-    }
-    for config in engines.values():
-        config.validate(check_paths=False)
+    engines = dict(run_engine_configs(p, plan, base_model, run_dir))
     micro = {
         stage: f"update {c.worker.actor.micro_batch_size_per_device_for_update}, "
         f"experience {c.worker.actor.micro_batch_size_per_device_for_experience} per device; "

@@ -2,6 +2,7 @@
 
     python -m pipeline.driver [BASE_MODEL] [TAG] [--iterations I] [--profile P] [--preset FILE]
                               [--solver-gpus K] [--set key=value ...] [--dry-run]
+                              [--accept-changed-settings]
 
 With no BASE_MODEL it runs the demo: it builds the embedded tiny model (taught the R-Zero output
 formats) and runs one iteration with configs/pipeline/demo.yaml on CPU. For i = 1..I:
@@ -15,6 +16,9 @@ formats) and runs one iteration with configs/pipeline/demo.yaml on CPU. For i = 
 Every stage runs in its own process (`pipeline.launch`), reads its inputs from the previous stages'
 manifests, writes under `$STORAGE_PATH/<TAG>/iter_<i>/<stage>/` and marks completion last; a rerun
 of the same command skips finished stages and resumes the interrupted one.
+
+Before anything starts, the preflight (`pipeline.preflight`) checks the model, the evaluation data,
+the GPUs, the disk and a rerun's settings, and lists every problem with its fix (exit code 2).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import os
 import sys
 from pathlib import Path
 
+from evaluation.synthetic import make_problems, write_problems
 from infra.logs import setup_logging
+from infra.preflight import EXIT_PREFLIGHT
 from infra.stage_kit import require_output
-from pipeline.config import PipelineConfig, load_pipeline_config
+from pipeline.config import GENERATED_BENCHMARK, PipelineConfig, load_pipeline_config
 from pipeline.describe import describe_run
 from pipeline.launch import (
     StageFailed,
@@ -35,10 +41,12 @@ from pipeline.launch import (
     evaluate_config,
     generate_config,
     label_config,
+    run_engine_configs,
     run_stage,
     solver_config,
 )
 from pipeline.planner import DevicePlan, plan_devices
+from pipeline.preflight import ACCEPT_FLAG, Preflight, accepted_record, preflight_run, run_record
 from pipeline.summary import write_run_summary
 from verl.trainer.config import CONFIG_DIR, ConfigError
 from verl.utils.fs import atomic_write_json
@@ -70,13 +78,31 @@ class Driver:
     ) -> None:
         self.base_model, self.tag, self.pipe, self.plan, self.preset = base_model, tag, pipe, plan, preset
         self.run_dir = storage_root() / tag
+        self.eval_files: dict[str, str] = {}  # benchmark -> file this run generated
 
     def describe(self) -> str:
         return describe_run(self.base_model, self.tag, self.run_dir, self.pipe, self.plan)
 
+    def record(self) -> dict:
+        return run_record(self.base_model, self.tag, self.pipe, self.plan, self.preset)
+
+    def preflight(self, accept_changes: bool, model_is_built: bool) -> Preflight:
+        return preflight_run(
+            self.base_model,
+            self.run_dir,
+            self.pipe,
+            self.plan,
+            self.record(),
+            lambda: run_engine_configs(self.pipe, self.plan, self.base_model, self.run_dir),
+            accept_changes,
+            model_is_built,
+        )
+
     def run(self) -> str:
         """Every iteration, stage by stage; returns the final Solver."""
-        self._write_run_json()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "run.json", accepted_record(self.run_dir, self.record()))
+        self._write_generated_benchmark()
         challenger = solver = self.base_model
         self._evaluate(self.base_model, self.run_dir / "eval_base", "base")
         for i in range(1, self.pipe.iterations + 1):
@@ -107,32 +133,24 @@ class Driver:
         logger.info("iteration %d summary: %s", i, path)
         return new_challenger, new_solver
 
-    def _write_run_json(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        p = self.pipe
-        atomic_write_json(
-            self.run_dir / "run.json",
-            {
-                "base_model": self.base_model,
-                "tag": self.tag,
-                "profile": p.profile,
-                "iterations": p.iterations,
-                "preset": self.preset,
-                "plan": self.plan.to_dict(),
-                "pipeline": p.to_dict(),
-            },
+    def _write_generated_benchmark(self) -> None:
+        """The demo's benchmark: generated arithmetic word problems, written once into the run folder."""
+        n = self.pipe.eval_generated_items
+        if not (self.pipe.evaluate and n > 0):
+            return
+        path = self.run_dir / "eval_data" / f"arithmetic_{n}_seed{self.pipe.seed}.jsonl"
+        if not path.is_file():
+            write_problems(path, make_problems(n, seed=self.pipe.seed))
+        self.eval_files[GENERATED_BENCHMARK] = str(path)
+        logger.info(
+            "evaluation: %d generated arithmetic problems in the %s slot: %s", n, GENERATED_BENCHMARK, path
         )
 
     def _evaluate(self, model: str, out: Path, label: str) -> None:
-        p = self.pipe
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        if not p.evaluate:
+        if not self.pipe.evaluate:
             logger.info("evaluation of %s skipped (pipeline setting evaluate=false)", label)
             return
-        if offline and not p.eval_data_dir:
-            logger.info("evaluation of %s skipped: the hub is offline and no eval_data_dir is set", label)
-            return
-        run_stage("evaluate", out, evaluate_config(p, model, out, label))
+        run_stage("evaluate", out, evaluate_config(self.pipe, model, out, label, self.eval_files))
 
 
 def _pipeline_sets(args: argparse.Namespace) -> list[str]:
@@ -169,7 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--set", action="append", default=[], help="pipeline setting key=value (repeatable)")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the plan and every setting, run nothing"
+        "--dry-run", action="store_true", help="print the plan, every setting and the preflight; run nothing"
+    )
+    parser.add_argument(
+        ACCEPT_FLAG,
+        dest="accept_changed_settings",
+        action="store_true",
+        help="rerun a tag with settings that differ from its run.json (the changes are recorded there)",
     )
     return parser
 
@@ -181,33 +205,50 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset or (DEMO_PRESET if demo else None)
     try:
         pipe = load_pipeline_config(preset, _pipeline_sets(args))
-    except ConfigError as e:
+        plan = plan_devices(None, pipe.solver_gpus or None, pipe.cpu_ranks)
+    except (ConfigError, ValueError) as e:
         print(f"config error: {e}", file=sys.stderr)
-        return 2
-    plan = plan_devices(None, pipe.solver_gpus or None, pipe.cpu_ranks)
+        return EXIT_PREFLIGHT
     if plan.kind == "cpu":
         # (VLLM_CPU_KVCACHE_SPACE: each engine entry point picks one that fits, infra.cpu_kvcache.)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if demo:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        base = str(storage_root() / "tiny-qwen3-rzero") if args.dry_run else ensure_demo_model(storage_root())
-    else:
-        base = args.base_model
+    base = str(storage_root() / "tiny-qwen3-rzero") if demo else args.base_model
     tag = args.tag or ("demo" if demo else Path(base.rstrip("/")).name.lower())
     driver = Driver(base, tag, pipe, plan, str(CONFIG_DIR.parent / preset) if preset else None)
+    checked = driver.preflight(args.accept_changed_settings, model_is_built=demo)
+    if args.dry_run:
+        return _dry_run(driver, checked)
+    if checked.problems:
+        print(checked.report(), file=sys.stderr, flush=True)
+        return EXIT_PREFLIGHT
+    print(checked.report(), flush=True)
+    if demo:
+        ensure_demo_model(storage_root())
+    try:
+        print(driver.describe(), flush=True)
+        driver.run()
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_PREFLIGHT
+    except StageFailed as e:
+        logger.error("%s", e)
+        return 1
+    return 0
+
+
+def _dry_run(driver: Driver, checked: Preflight) -> int:
+    """Print the plan and the preflight's findings; start nothing."""
     try:
         print(driver.describe(), flush=True)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print("\n--dry-run: nothing was started", flush=True)
-        return 0
-    try:
-        driver.run()
-    except StageFailed as e:
-        logger.error("%s", e)
-        return 1
+        return EXIT_PREFLIGHT
+    print("\n" + checked.report(), flush=True)
+    if checked.problems:
+        print("(a real run would stop here with exit code 2)", flush=True)
+    print("\n--dry-run: nothing was started", flush=True)
     return 0
 
 

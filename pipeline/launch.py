@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from infra.logs import setup_logging
+from infra.preflight import EXIT_PREFLIGHT
 from infra.stage_kit import finished_stage, read_manifest, write_stage_config
 from infra.vllm_engines import EngineOptions
 from pipeline.config import PipelineConfig, load_pipeline_config
 from pipeline.planner import DevicePlan, plan_devices
+from pipeline.preflight import preflight_stage
 from question_evaluate.pseudo_label import LabelConfig
 from question_generate.generate import GenerateConfig
 from rzero.profiles import PROFILES
-from training.common import TrainStageConfig
+from training.common import TrainStageConfig, build_engine_config
 from verl.trainer.config import CONFIG_DIR
 
 logger = logging.getLogger(__name__)
@@ -125,6 +127,19 @@ def solver_config(
     )
 
 
+def run_engine_configs(
+    pipe: PipelineConfig, plan: DevicePlan, base: str, run_dir: Path
+) -> list[tuple[str, Any]]:
+    """(stage, validated effective engine config) of both training stages of a run from `base`."""
+    configs = [
+        ("challenger", build_engine_config(challenger_config(pipe, plan, base, base, run_dir, pipe.seed))),
+        ("solver", build_engine_config(solver_config(pipe, plan, base, "<dataset>", run_dir, pipe.seed))),
+    ]
+    for _, config in configs:
+        config.validate(check_paths=False)
+    return configs
+
+
 def generate_config(
     pipe: PipelineConfig, plan: DevicePlan, challenger: str, out: Path, seed: int
 ) -> GenerateConfig:
@@ -163,13 +178,24 @@ def label_config(
     )
 
 
-def evaluate_config(pipe: PipelineConfig, model: str, out: Path, label: str) -> dict[str, Any]:
-    """Options of `python -m evaluation --config FILE` (the evaluation CLI's own option names)."""
+def evaluate_config(
+    pipe: PipelineConfig, model: str, out: Path, label: str, data: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Options of `python -m evaluation --config FILE` (the evaluation CLI's own option names).
+
+    `data`: benchmark -> local file, on top of `pipe.eval_data` (the run's generated benchmark)."""
     config: dict[str, Any] = {"model": model, "out": str(out), "label": label, "seed": pipe.seed}
     if pipe.eval_benchmarks:
         config["benchmarks"] = list(pipe.eval_benchmarks)
     if pipe.eval_data_dir:
         config["data_dir"] = pipe.eval_data_dir
+    if files := {**pipe.eval_data, **(data or {})}:
+        config["data"] = files
+    if pipe.eval_max_tokens:
+        config["max_tokens"] = pipe.eval_max_tokens
+    if pipe.eval_max_model_len:
+        config["max_model_len"] = pipe.eval_max_model_len
+    config["grader_workers"] = pipe.eval_grader_workers
     return config
 
 
@@ -201,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         config = challenger_config(pipe, plan, args.model, args.input, out, pipe.seed, args.overrides)
     else:
         config = solver_config(pipe, plan, args.model, args.input, out, pipe.seed, args.overrides)
+    if finished_stage(out, args.stage) is None:  # a finished stage needs nothing: no checks
+        checked = preflight_stage(config, plan)
+        print(checked.report(), file=sys.stderr if checked.problems else sys.stdout, flush=True)
+        if checked.problems:
+            return EXIT_PREFLIGHT
     try:
         run_stage(args.stage, out, config)
     except StageFailed as e:

@@ -54,4 +54,8 @@ if [[ -n "${RZERO_SEED:-}" ]]; then ARGS+=(--seed "$RZERO_SEED"); fi
 if [[ -n "${RZERO_GRADER_WORKERS:-}" ]]; then ARGS+=(--grader-workers "$RZERO_GRADER_WORKERS"); fi
 if [[ "${RZERO_PUSH_TO_HUB:-0}" == "1" ]]; then ARGS+=(--push-to-hub); fi
 
+# Preflight (seconds): the Solver is reachable and the questions exist; every problem with its fix,
+# exit 2. A finished output folder needs nothing.
+if [[ ${#POSITIONAL[@]} -ge 3 ]]; then OUT="${POSITIONAL[2]}"; else OUT="${POSITIONAL[1]}"; fi
+"$PY" -m infra.preflight --model "${POSITIONAL[0]}" --file "${POSITIONAL[1]}" --unless-done "$OUT"
 exec "$PY" -m question_evaluate "${POSITIONAL[@]}" ${ARGS[@]+"${ARGS[@]}"} "$@"

@@ -47,4 +47,7 @@ if [[ -n "${RZERO_MAX_MODEL_LEN:-}" ]]; then ARGS+=(--max-model-len "$RZERO_MAX_
 if [[ -n "${RZERO_SEED:-}" ]]; then ARGS+=(--seed "$RZERO_SEED"); fi
 if [[ -n "${RZERO_VARIANT:-}" ]]; then ARGS+=(--variant "$RZERO_VARIANT"); fi
 
+# Preflight (seconds): the model is reachable; every problem with its fix, exit 2. A finished folder
+# needs nothing.
+"$PY" -m infra.preflight --model "$MODEL" --unless-done "$OUT_DIR"
 exec "$PY" -m question_generate "$MODEL" "$OUT_DIR" "$N" ${ARGS[@]+"${ARGS[@]}"} "$@"

@@ -38,7 +38,6 @@ healthy and removed on exit):
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import signal
@@ -56,13 +55,14 @@ from infra.cpu_kvcache import ensure_cpu_kvcache_env
 from infra.devices import device_groups
 from infra.processes import (
     LOOPBACK,
+    OwnerStillRunning,
     find_free_port,
-    is_recorded_process,
     log_tail,
     parent_death_signal,
+    pids_file_content,
     process_group_members,
     process_record,
-    reap_recorded,
+    reap_pids_file,
     signal_group,
 )
 from infra.supervise import supervised_command
@@ -465,13 +465,13 @@ class SolverService:
     def _write_pids_file(self) -> None:
         atomic_write_json(
             self.pids_file,
-            {
-                "owner_pid": os.getpid(),
-                "owner": process_record(os.getpid()),
-                "model": self.model,
-                "model_name": self.model_name,
-                "state": self._state,
-                "servers": [
+            pids_file_content(
+                [r for s in self.servers for r in s.records],
+                owner_pid=os.getpid(),
+                model=self.model,
+                model_name=self.model_name,
+                state=self._state,
+                servers=[
                     {
                         "index": s.index,
                         "pid": s.pid,
@@ -481,41 +481,19 @@ class SolverService:
                         "devices": s.devices,
                         "log": str(s.log_path),
                         "returncode": s.process.returncode if s.process is not None else None,
-                        "processes": s.records,
                     }
                     for s in self.servers
                 ],
-            },
+            ),
         )
 
 
 def reap_previous_attempt(pids_file: Path, grace_s: float = 20.0) -> list[int]:
-    """Stop the server processes a previous attempt recorded in `pids_file` and left running.
-
-    Only processes whose PID and start time both match the record are signalled. Raises
-    SolverServiceError when the recorded owner still runs (another attempt is using this folder).
-    Returns the PIDs that were stopped.
-    """
-    if not pids_file.is_file():
-        return []
+    """Stop the server processes a previous attempt recorded in `pids_file` and left running (PID
+    and start time match); SolverServiceError while the attempt that wrote it still runs."""
     try:
-        previous = json.loads(pids_file.read_text())
-    except (OSError, ValueError) as e:
-        logger.warning("unreadable pids file %s (%s): nothing to reap", pids_file, e)
-        return []
-    owner = previous.get("owner") or {}
-    if owner.get("pid") != os.getpid() and is_recorded_process(owner):
+        return reap_pids_file(pids_file, grace_s)
+    except OwnerStillRunning as e:
         raise SolverServiceError(
-            f"process {owner['pid']} is still running the Solver service recorded in {pids_file}: "
-            "stop that run first (two runs must not share a stage folder)"
-        )
-    records = [r for server in previous.get("servers", []) for r in server.get("processes", [])]
-    stopped = reap_recorded(records, grace_s)
-    if stopped:
-        logger.warning(
-            "stopped %d process(es) that a previous attempt left running (pids %s, from %s)",
-            len(stopped),
-            stopped,
-            pids_file,
-        )
-    return stopped
+            f"{e}: stop that run first (two runs must not share a stage folder)"
+        ) from None

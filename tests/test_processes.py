@@ -193,8 +193,10 @@ def test_grader_workers_exit_when_their_pool_owner_is_sigkilled() -> None:
 
 def _write_previous_attempt(path: Path, owner: dict | None, processes: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    servers = [{"index": 0, "pid": processes[0]["pid"], "processes": processes}]
-    path.write_text(json.dumps({"owner": owner, "state": "ready", "servers": servers}))
+    servers = [{"index": 0, "pid": processes[0]["pid"]}]
+    path.write_text(
+        json.dumps({"owner": owner, "processes": processes, "state": "ready", "servers": servers})
+    )
 
 
 def test_reaper_stops_a_recorded_stale_server_and_spares_a_reused_pid(tmp_path: Path) -> None:
@@ -214,7 +216,7 @@ def test_reaper_stops_a_recorded_stale_server_and_spares_a_reused_pid(tmp_path: 
 
         # A recorded owner that still runs: the folder is in use, nothing is touched.
         _write_previous_attempt(pids_file, process_record(other.pid), [process_record(other.pid)])
-        with pytest.raises(SolverServiceError, match="still running the Solver service"):
+        with pytest.raises(SolverServiceError, match="is still running: stop that run first"):
             reap_previous_attempt(pids_file)
         assert other.poll() is None
     finally:
