@@ -267,3 +267,61 @@ def test_evaluation_worker_takes_vllm_engine_core_along_when_its_parent_is_sigki
         _wait_for(lambda: not any(is_recorded_process(r) for r in records), 60, "worker and engine core")
     finally:
         reap_recorded(records, grace_s=1.0)
+
+
+@pytest.mark.slow
+def test_challenger_stage_sigkilled_with_its_solver_server_up_leaves_no_server(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
+    """The issue's scenario: the driver's whole process group is SIGKILLed while the Challenger stage
+    runs against its Solver server (which has its own process group). Before that, the stage's start
+    reaps a server recorded by a "previous attempt" and spares a record whose start time differs.
+    The stage runs with no VLLM_CPU_KVCACHE_SPACE in its environment: the server picks its own."""
+    out = tmp_path / "challenger"
+    pids_file = out / "solver_service" / PIDS_FILE_NAME
+    stale, other = _sleeper(start_new_session=True), _sleeper(start_new_session=True)
+    reused = {"pid": other.pid, "start_time": process_record(other.pid)["start_time"] + 1}
+    _write_previous_attempt(pids_file, {"pid": 1, "start_time": -1}, [process_record(stale.pid), reused])
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING")
+    }
+    cmd = ["bash", str(ROOT / "scripts" / "questioner_train.sh"), tiny_model_dir, tiny_model_dir, str(out)]
+    cmd += ["--preset", "configs/pipeline/demo.yaml"]
+    records: list[dict] = []
+    with open(tmp_path / "stage.log", "wb") as log:
+        driver = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+
+        def ready() -> bool:
+            assert driver.poll() is None, (tmp_path / "stage.log").read_text()[-4000:]
+            service = json.loads(pids_file.read_text())  # the seeded file says "ready" too: not its owner
+            return service.get("state") == "ready" and service["owner"]["pid"] != 1
+
+        _wait_for(ready, 900, "the Solver server of the Challenger stage")
+        assert stale.poll() == -signal.SIGTERM  # the previous attempt's server was reaped at start
+        assert other.poll() is None  # a PID whose start time differs from the record was left alone
+        service = json.loads(pids_file.read_text())
+        records = service["processes"]
+        assert len(records) >= 3  # the supervisor, the API server and vLLM's engine core
+        assert "VLLM_CPU_KVCACHE_SPACE=1 GiB (picked for this machine" in (tmp_path / "stage.log").read_text()
+        tree = [r for pid in descendants(driver.pid) if (r := process_record(pid))]
+        os.killpg(driver.pid, signal.SIGKILL)  # the whole driver process group, as in the issue
+        driver.wait()
+        _wait_for(
+            lambda: not any(is_recorded_process(r) for r in records), 60, "the Solver server's processes"
+        )
+        assert not process_group_members(service["servers"][0]["pgid"])
+        survivors = [r["pid"] for r in tree if is_recorded_process(r) and r not in records]
+        print(f"\nother processes of the stage still alive after the kill: {survivors}")  # see the report
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        reap_recorded(records, grace_s=1.0)
+        for proc in (stale, other):
+            proc.kill()
+            proc.wait()
