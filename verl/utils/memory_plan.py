@@ -28,6 +28,10 @@ Sizes, with N parameters, W training ranks (FSDP shards), T tokens per micro-bat
     runtime       CUDA context, NCCL buffers, driver reserve: a fixed 1.5 GiB; the caching
                   allocator's fragmentation: 5% of the torch-allocated peak.
 A phase fits when its total is within 97% of the GPU's memory.
+
+The update adds all gradients to all saved layer inputs, which never peak together (the backward
+frees inputs as it makes gradients): an overestimate of at most the smaller of the two, the safe
+side for a fit check. What was measured against it is in scripts/gpu_check.py's table.
 """
 
 from __future__ import annotations
@@ -254,9 +258,10 @@ def _head_bytes(shape: ModelShape, tokens: int, backward: bool) -> int:
     weight-gradient accumulator (fp32) and a chunk product (bf16) plus the hidden-state gradient."""
     vh = shape.vocab_size * shape.hidden_size
     selected = 2 * shape.hidden_size * tokens
+    chunk = min(tokens, max(1, HEAD_CHUNK_ELEMENTS // shape.vocab_size)) * shape.vocab_size
     if not backward:
-        return selected + 6 * HEAD_CHUNK_ELEMENTS  # bf16 matmul output + fp32 copy
-    return 2 * selected + 10 * HEAD_CHUNK_ELEMENTS + 6 * vh
+        return selected + 6 * chunk  # bf16 matmul output + fp32 copy
+    return 2 * selected + 10 * chunk + 6 * vh
 
 
 def _attention_mask_bytes(rows: int, width: int, padded: bool) -> int:
@@ -329,36 +334,9 @@ def plan_memory(
             notes.append("optimizer_offload=null resolves to true: Adam does not fit beside vLLM")
     resident = {**statics, "adam": 0 if offload else statics["adam"]}
     generate = _generate_phase(shape, rollout_cfg, resident, gpu, longest)
-    unsharded = 2 * shape.root_params + 2 * 2 * shape.layer_params
-    exp_tokens, exp_rows = _micro_batch(
-        max(
-            actor.max_tokens_per_micro_batch_for_experience, ref_cfg.max_tokens_per_micro_batch_for_experience
-        ),
-        max(
-            actor.micro_batch_size_per_device_for_experience,
-            ref_cfg.micro_batch_size_per_device_for_experience,
-        ),
-        longest,
-    )
-    body = exp_tokens * activation_bytes_per_token(shape, "experience")
-    body += _attention_mask_bytes(exp_rows, longest, not padding_free)
-    # The head runs after the body, beside its (T, H) output only: it adds to the peak what it
-    # needs beyond the body's own transient peak.
-    head = 2 * shape.hidden_size * exp_tokens + _head_bytes(shape, exp_tokens, backward=False)
-    experience = _finish(
-        "experience",
-        {
-            **resident,
-            "unsharded params": unsharded,
-            "activations": body,
-            "lm head": max(0, head - body),
-            "vllm asleep": VLLM_ASLEEP_BYTES if rollout else 0,
-        },
-        gpu,
-    )
-    update = _update_phase(shape, config, statics, world, gpu, longest, padding_free)
-    if not rollout:
-        update.items["vllm asleep"] = 0
+    asleep = VLLM_ASLEEP_BYTES if rollout else 0
+    experience = _experience_phase(shape, config, resident, gpu, longest, padding_free, asleep)
+    update = _update_phase(shape, config, statics, world, gpu, longest, padding_free, asleep)
     phases = {"generate": generate, "experience": experience, "update": update}
     if not rollout:
         del phases["generate"]
@@ -396,6 +374,39 @@ def _generate_phase(
     return phase
 
 
+def _experience_phase(
+    shape: ModelShape,
+    config: Any,
+    resident: dict[str, int],
+    gpu: int,
+    longest: int,
+    padding_free: bool,
+    asleep: int,
+) -> Phase:
+    actor, ref = config.worker.actor, config.worker.ref
+    tokens, rows = _micro_batch(
+        max(actor.max_tokens_per_micro_batch_for_experience, ref.max_tokens_per_micro_batch_for_experience),
+        max(actor.micro_batch_size_per_device_for_experience, ref.micro_batch_size_per_device_for_experience),
+        longest,
+    )
+    body = tokens * activation_bytes_per_token(shape, "experience")
+    body += _attention_mask_bytes(rows, longest, not padding_free)
+    # The head runs after the body, beside its (T, H) output only: it adds to the peak what it
+    # needs beyond the body's own transient peak.
+    head = 2 * shape.hidden_size * tokens + _head_bytes(shape, tokens, backward=False)
+    return _finish(
+        "experience",
+        {
+            **resident,
+            "unsharded params": 2 * shape.root_params + 2 * 2 * shape.layer_params,
+            "activations": body,
+            "lm head": max(0, head - body),
+            "vllm asleep": asleep,
+        },
+        gpu,
+    )
+
+
 def _update_phase(
     shape: ModelShape,
     config: Any,
@@ -404,6 +415,7 @@ def _update_phase(
     gpu: int,
     longest: int,
     padding_free: bool,
+    asleep: int,
 ) -> Phase:
     actor = config.worker.actor
     budget = (
@@ -432,7 +444,7 @@ def _update_phase(
             "unsharded grads": unsharded_grads,
             "activations": saved_inputs + working,
             "lm head": max(0, head - working),
-            "vllm asleep": VLLM_ASLEEP_BYTES,
+            "vllm asleep": asleep,
         },
         gpu,
     )
