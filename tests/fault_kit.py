@@ -195,14 +195,16 @@ def kill_attempt(attempt: Attempt) -> list[Proc]:
     return procs
 
 
-def assert_no_process_left(attempt: Attempt, timeout_s: float = 90.0) -> None:
+def assert_no_process_left(
+    attempt: Attempt, timeout_s: float = 90.0, what: str = "the killed attempt"
+) -> None:
     """Every process of the attempt exits within `timeout_s` (bounded poll); survivors are named,
     then killed so that they do not disturb the next test."""
     survivors = wait_until_gone(attempt_processes(attempt.attempt_id), timeout_s)
     if survivors:
         kill_stragglers(survivors)
         raise AssertionError(
-            f"{len(survivors)} process(es) of the killed attempt still alive {timeout_s:.0f} s later:\n"
+            f"{len(survivors)} process(es) of {what} still alive {timeout_s:.0f} s later:\n"
             + "\n".join(f"  pid {p.pid}: {p.cmdline[:200]}" for p in survivors)
         )
 
@@ -302,8 +304,9 @@ def copy_run(src_storage: Path, dst_storage: Path, tag: str, keep_stages: list[s
     shutil.copy2(src_run / "run.json", dst_run / "run.json")
     if (src_run / "eval_base").is_dir():
         shutil.copytree(src_run / "eval_base", dst_run / "eval_base")
-    for stage in keep_stages:
-        shutil.copytree(src_run / "iter_1" / stage, dst_run / "iter_1" / stage)
+    for stage in keep_stages:  # those the source ran (the demo may not evaluate)
+        if (src_run / "iter_1" / stage).is_dir():
+            shutil.copytree(src_run / "iter_1" / stage, dst_run / "iter_1" / stage)
     old, new = str(src_storage), str(dst_storage)
     for path in dst_run.rglob("*.json"):
         text = path.read_text()

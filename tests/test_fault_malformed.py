@@ -30,7 +30,6 @@ from fault_kit import (
     NORMAL,
     ROOT,
     assert_no_process_left,
-    attempt_processes,
     check_storage_clean,
     kill_attempt,
     raw_outputs,
@@ -285,7 +284,7 @@ def test_solver_stage_on_malformed_questions_killed_after_a_checkpoint(
 
     second = run_to_end(cmd, storage, tmp_path / "second.log", ROOT, timeout_s=900)
     assert second.proc.returncode == 0, second.tail()
-    assert not attempt_processes(second.attempt_id)
+    assert_no_process_left(second, what="the finished run (after it exited)")
     assert f"resumed from {ckpt.step_dir(out / 'train', 1)} (step 1)" in second.log_text()
     manifest = read_manifest(out)
     assert manifest is not None and manifest["counts"]["steps"] == 2
