@@ -193,7 +193,9 @@ class MemoryPlan:
     def format(self) -> str:
         """A table: one column per phase, one row per item, GiB per GPU; then the advice."""
         names = list(self.phases)
-        rows = sorted({k for p in self.phases.values() for k in p.items}, key=_ITEM_ORDER.index)
+        rows = sorted(
+            {k for p in self.phases.values() for k, v in p.items.items() if v}, key=_ITEM_ORDER.index
+        )
         width = max(len(r) for r in [*rows, "total / GPU"]) + 2
         lines = [
             f"memory plan: {self.model} ({self.shape.num_params / 1e9:.2f}B params), {self.world_size} training "
