@@ -116,6 +116,25 @@ def test_batch_arithmetic_errors_name_the_key(tiny_model_dir: str, toy_data: str
         load_config([*base, "trainer.n_devices_per_node=3"]).validate()
 
 
+def test_gpu_path_settings_are_checked(tiny_model_dir: str, toy_data: str) -> None:
+    """Token budgets must hold the longest row (toy: 64 + 8 tokens); 0 means fixed micro-batches."""
+    base = _toy_args(tiny_model_dir, toy_data)
+    with pytest.raises(
+        ConfigError, match=r"max_tokens_per_micro_batch_for_update=50 is below the longest row"
+    ):
+        load_config([*base, "worker.actor.max_tokens_per_micro_batch_for_update=50"]).validate()
+    with pytest.raises(ConfigError, match=r"worker\.ref\.max_tokens_per_micro_batch_for_experience=71"):
+        load_config([*base, "worker.ref.max_tokens_per_micro_batch_for_experience=71"]).validate()
+    load_config([*base, "worker.actor.max_tokens_per_micro_batch_for_update=0"]).validate()
+    with pytest.raises(ConfigError, match=r"seed_mode must be auto, per_request or per_engine"):
+        load_config([*base, "worker.rollout.seed_mode=sometimes"]).validate()
+    with pytest.raises(ConfigError, match=r"memory_check must be warn, error or off"):
+        load_config([*base, "trainer.memory_check=maybe"]).validate()
+    cfg = load_config(base)
+    assert cfg.worker.actor.fsdp.optimizer_offload is None  # null: the memory plan decides
+    assert cfg.trainer.project_name == "grpo"
+
+
 def test_missing_paths_fail_before_anything_starts(
     tiny_model_dir: str, toy_data: str, tmp_path: Path
 ) -> None:
