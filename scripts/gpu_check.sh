@@ -4,8 +4,8 @@
 #   bash scripts/gpu_check.sh                  # the table (scripts/gpu_check.py), then pytest tests/test_gpu.py
 #   bash scripts/gpu_check.sh --models 4b      # arguments go to scripts/gpu_check.py
 # Results: the table on stdout, and $OUT/gpu_check.json (OUT defaults to outputs/gpu_check).
-# omegaconf (the engine's config) is installed from .whl/ when missing; fill .whl/ on a machine with
-# internet first:  pip download --no-deps -d .whl omegaconf==2.4.0 antlr4-python3-runtime==4.13.2
+# omegaconf (the engine's config) is imported from the wheels in .whl/ when missing; fill .whl/ on a
+# machine with internet first:  pip download --no-deps -d .whl omegaconf==2.4.0 antlr4-python3-runtime==4.13.2
 # Budget: under 8 minutes on an H100/H200 (the table ~5 min at most, the tests ~2 min).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,9 +16,11 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 if ! "$PY" -c "import omegaconf" 2>/dev/null; then
     if compgen -G "$ROOT/.whl/omegaconf-*.whl" >/dev/null; then
-        "$PY" -m pip install --quiet --no-index --find-links "$ROOT/.whl" --target "$ROOT/.whl/site" \
-            omegaconf antlr4-python3-runtime
-        export PYTHONPATH="$PYTHONPATH:$ROOT/.whl/site"
+        # Pure-Python wheels import straight from the zip: no pip, nothing installed.
+        for wheel in "$ROOT"/.whl/omegaconf-*.whl "$ROOT"/.whl/antlr4_python3_runtime-*.whl; do
+            export PYTHONPATH="$PYTHONPATH:$wheel"
+        done
+        "$PY" -c "import omegaconf" || { echo "omegaconf from .whl/ does not import (PyYAML missing?)" >&2; exit 2; }
     else
         echo "omegaconf is missing and .whl/ has no wheel for it: on a machine with internet run" >&2
         echo "  pip download --no-deps -d .whl omegaconf==2.4.0 antlr4-python3-runtime==4.13.2" >&2
