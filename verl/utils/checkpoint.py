@@ -20,6 +20,7 @@ from verl.utils.fs import atomic_write_text
 
 TRACKER = "latest_checkpointed_iteration.txt"
 _STEP_DIR = re.compile(r"^global_step_(\d+)$")
+_PARTIAL_DIR = re.compile(r"^\.global_step_\d+\.partial$")
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -47,10 +48,14 @@ def saved_steps(output_dir: str | Path) -> list[int]:
 
 
 def staging_dir(output_dir: str | Path, step: int) -> Path:
-    """A fresh temporary folder for step `step` (left-overs of a crashed save are removed)."""
-    tmp = checkpoint_root(output_dir) / f".global_step_{step}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    """A fresh temporary folder for step `step`. Left-overs of saves that were killed are removed
+    first, whatever their step (one run writes into an output folder at a time)."""
+    root = checkpoint_root(output_dir)
+    if root.is_dir():
+        for stale in root.iterdir():
+            if _PARTIAL_DIR.match(stale.name) and stale.is_dir():
+                shutil.rmtree(stale)
+    tmp = root / f".global_step_{step}.partial"
     tmp.mkdir(parents=True)
     return tmp
 
