@@ -249,10 +249,11 @@ def preflight_run(
     except ConfigError as e:
         result.problems.append(Problem(f"engine config on this plan: {e}", "fix the setting it names"))
         configs = []
-    if configs:
-        params = None if model_is_built else model_parameters(base_model)
+    if configs and model_is_built:
+        result.notes.append("disk: the base model is built after these checks; checkpoint space not checked")
+    elif configs:
         stages = [s for _ in range(pipe.iterations) for s in configs]
-        problems, notes = check_disk(params, stages, plan.kind == "cuda", run_dir)
+        problems, notes = check_disk(model_parameters(base_model), stages, plan.kind == "cuda", run_dir)
         result.problems += problems
         result.notes += notes
     problems, notes = check_rerun(run_dir, record, accept_changes)

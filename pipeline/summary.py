@@ -1,7 +1,9 @@
 """The run summary: `<run_dir>/summary.md` with per-stage counts, timings, reward curves and config.
 
 Reads what the stages leave under `<run_dir>/iter_<i>/<stage>/` (manifest.json, train/metrics.jsonl,
-results.json) and `<run_dir>/run.json`; writes `<run_dir>/summary.md` and the reward plots
+results.json), `<run_dir>/eval_base/results.json` and `<run_dir>/run.json`; writes
+`<run_dir>/summary.md` (first the evaluation of the base model and every Solver in the paper's
+layout), the iteration plot `<run_dir>/plots/evaluation.png` and the reward plots
 `<run_dir>/plots/iter_<i>_<stage>_reward.png`, all atomically. It only reads the stages' files, so it
 can run at any time, on a run still in progress or one that crashed: anything absent is shown as
 "not run" or "—", anything unreadable is named in the summary instead of stopping it.
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.registry import REGISTRY
-from evaluation.report import fmt, row_averages, row_from_results
+from evaluation.report import fmt, render_markdown, row_averages, row_from_results, write_plot
 from infra.stage_kit import MANIFEST, read_manifest
 from verl.utils.fs import atomic_write, atomic_write_text
 from verl.utils.logger import METRICS_FILE, read_metrics
@@ -301,6 +303,37 @@ def _iteration_section(run_dir: Path, i: int) -> list[str]:
     return lines
 
 
+def _evaluation_across_iterations(run_dir: Path, iterations: list[int]) -> list[str]:
+    """The base model and each Solver in the paper's table layout, the iteration plot, the data."""
+    folders = [run_dir / "eval_base", *(run_dir / f"iter_{i}" / "evaluate" for i in iterations)]
+    rows, sources = [], {}
+    for folder in folders:
+        path = folder / "results.json"
+        if not path.is_file():
+            continue
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+            rows.append(row_from_results(results))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return ["## Evaluation", "", f"{path} unreadable: {e}", ""]
+        for name, entry in results.get("benchmarks", {}).items():
+            sources.setdefault(name, entry.get("source"))
+    if not rows:
+        return []
+    text = render_markdown(rows, "Evaluation")
+    lines = [re.sub(r"^(#+)", r"#\1", line) for line in text.splitlines()]  # one level down
+    if len(rows) > 1:
+        write_plot(rows, run_dir / "plots" / "evaluation.png")
+        lines += ["", "![evaluation across iterations](plots/evaluation.png)"]
+    generated = str(run_dir / "eval_data")
+    lines += ["", "Data:"]
+    for name, source in sources.items():
+        title = REGISTRY[name].title if name in REGISTRY else name
+        what = " (generated arithmetic word problems, evaluation/synthetic.py: not " + title + ")"
+        lines.append(f"- {title}: {source}" + (what if str(source).startswith(generated) else ""))
+    return [*lines, ""]
+
+
 def write_run_summary(run_dir: str | Path, iteration: int | None = None) -> Path:
     """Write `<run_dir>/summary.md` (every iteration found, newest last) and its reward plots.
 
@@ -311,7 +344,7 @@ def write_run_summary(run_dir: str | Path, iteration: int | None = None) -> Path
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     iterations = _iterations(run_dir, iteration)
-    lines = _header(run_dir, iterations)
+    lines = _header(run_dir, iterations) + _evaluation_across_iterations(run_dir, iterations)
     for i in iterations:
         lines += _iteration_section(run_dir, i)
     return atomic_write_text(run_dir / "summary.md", "\n".join(lines).rstrip() + "\n")

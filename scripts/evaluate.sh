@@ -20,16 +20,19 @@
 #   EVAL_ARGS      more options for python -m evaluation (word-split)
 #   EVAL_COMPARE   0 = skip the comparison table over sibling results (default 1)
 #
-# Outputs: <out>/<benchmark>/{responses,items}.jsonl, <out>/summary.{md,csv}, <out>/results.json
-# (written last). When the parent of <out> holds several results (base model, iterations), it also
-# writes <parent>/comparison.{md,csv,png}.
+# Outputs: <out>/<benchmark>/{responses,items,metrics}.{jsonl,json}, <out>/summary.{md,csv},
+# <out>/results.json (written last). Before any engine starts, the model and each benchmark's data
+# are checked (every problem with its fix, exit 2). A rerun into the same <out> keeps the benchmarks
+# finished with the same settings and runs only the others. On CPU the engine picks a KV cache size
+# that fits the machine (VLLM_CPU_KVCACHE_SPACE, when set, wins). When the parent of <out> holds
+# several results (base model, iterations), it also writes <parent>/comparison.{md,csv,png}.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY="python"; fi
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/{/^set -euo/!p;}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit $(( $# < 1 ? 2 : 0 ))
 fi
 

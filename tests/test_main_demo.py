@@ -2,9 +2,11 @@
 during question generation and rerun with the same command.
 
 Checks: finished stages are skipped on the rerun, the interrupted stage restarts cleanly, the run
-leaves the new Solver's HF model, the filtered dataset, manifests and the summary; the generated
-questions equal what an uninterrupted generation gives; the Solver servers of the Challenger stage
-are gone; a second `questioner_train.sh` on the finished stage does no training and exits 0.
+leaves the new Solver's HF model, the filtered dataset, manifests and the summary; the base model and
+the Solver are evaluated offline on the generated arithmetic benchmark, and the summary opens with
+the paper-format table and the iteration plot; the generated questions equal what an uninterrupted
+generation gives; the Solver servers of the Challenger stage are gone; a second
+`questioner_train.sh` on the finished stage does no training and exits 0.
 """
 
 from __future__ import annotations
@@ -76,10 +78,27 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path) -> None:
     labelled = read_manifest(run / "question_evaluate")
     dataset = Path(labelled["outputs"]["dataset"])
     assert dataset.is_file() and (run / "question_evaluate" / "p_hat_hist.png").is_file()
-    summary = (tmp_path / "storage" / "demo" / "summary.md").read_text()
-    for stage in ("challenger", "question_generate", "question_evaluate", "solver"):
+    demo = tmp_path / "storage" / "demo"
+    summary = (demo / "summary.md").read_text()
+    for stage in ("challenger", "question_generate", "question_evaluate", "solver", "evaluate"):
         assert f"| {stage} | done |" in summary, stage
-    assert "| evaluate | not run |" in summary  # the demo preset turns evaluation off
+
+    # Evaluation of the base model and the Solver on the generated benchmark (no hub), in the
+    # paper's layout at the top of the summary, with the plot across iterations.
+    generated = list((demo / "eval_data").glob("arithmetic_*.jsonl"))
+    assert len(generated) == 1 and len(generated[0].read_text().splitlines()) == 32
+    for folder, label in ((demo / "eval_base", "base"), (run / "evaluate", "iter_1")):
+        results = json.loads((folder / "results.json").read_text())
+        assert results["label"] == label and read_manifest(folder) is not None
+        gsm8k = results["benchmarks"]["gsm8k"]
+        assert gsm8k["num_items"] == 32 and gsm8k["source"] == str(generated[0])
+        assert len((folder / "gsm8k" / "items.jsonl").read_text().splitlines()) == 32
+    table = summary[summary.index("## Evaluation") : summary.index("## Iteration 1")]
+    assert "### Mathematical reasoning" in table and "### General-domain reasoning" in table
+    assert "| base |" in table and "| iter_1 |" in table and "GSM8K" in table
+    assert "generated arithmetic word problems" in table
+    assert "![evaluation across iterations](plots/evaluation.png)" in table
+    assert (demo / "plots" / "evaluation.png").stat().st_size > 0
 
     # 3. The restarted generation equals an uninterrupted one (seeded): same questions, same counts.
     from question_generate.generate import generate_questions
