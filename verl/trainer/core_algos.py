@@ -9,7 +9,7 @@ Two registries let the config name a variant by string (the config validation im
 Estimators accept and ignore keyword arguments they do not use, so the trainer can hand every
 estimator the same kwargs (eps, gamma, norm_adv_by_std) whichever the config selects.
 
-Formulas follow EasyR1 / verl (the engines R-Zero's authors used); differences are noted where
+Formulas follow EasyR1 / verl; differences are noted where
 they exist.
 """
 
