@@ -173,17 +173,20 @@ def test_shard_process_takes_its_engine_child_along_when_the_runner_is_sigkilled
 
 
 def test_grader_workers_exit_when_their_pool_owner_is_sigkilled() -> None:
+    """An idle worker and one stuck in sympy (a power tower math-verify cannot finish) both go."""
     code = (
-        "import time; from rewards.grader import GraderPool\n"
-        "pool = GraderPool(num_workers=2)\n"
+        "import threading, time; from rewards.grader import GraderPool\n"
+        "pool = GraderPool(num_workers=2, timeout_s=600)\n"
         "assert pool.equivalent('\\\\frac{1}{2}', '0.5')\n"
+        "threading.Thread(target=pool.equivalent, args=('9^{9^{9^{9}}}', '9^{9^{9^{8}}}'), daemon=True).start()\n"
+        "while 'busy' not in [state for _, state in pool.worker_states()]: time.sleep(0.05)\n"
         "print(' '.join(map(str, pool.worker_pids())), flush=True)\n"
         "time.sleep(600)\n"
     )
     owner = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     records = [process_record(int(pid)) for pid in owner.stdout.readline().split()]
     try:
-        assert records and all(records)
+        assert len(records) == 2 and all(records)
         owner.kill()
         owner.wait()
         _wait_for(lambda: not any(is_recorded_process(r) for r in records), 20, "the grader workers")
