@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,8 +43,6 @@ from fault_kit import (
     normalised,
     raw_outputs,
     run_driver,
-    run_to_end,
-    start,
     start_driver,
     wait_for,
     write_generation_shard,
@@ -54,10 +51,10 @@ from fault_kit import (
 from infra.stage_kit import read_jsonl, read_manifest
 from verl.utils import checkpoint as ckpt
 
-pytestmark = [pytest.mark.slow, pytest.mark.fault]
+# A test's limit includes building the module's fixtures (the demo model and the baseline run).
+pytestmark = [pytest.mark.slow, pytest.mark.fault, pytest.mark.timeout(3600)]
 
 TAG = "demo"
-BENCHMARKS = ("math500", "amc23")  # two local benchmarks, generated (evaluation.synthetic)
 STAGE_TIMEOUT_S = 1500  # one attempt, on a busy 2-core machine
 # The engine's resume tolerance (test_engine_e2e.py): metrics rel 1e-4 / abs 1e-5, weights 1e-5 / 1e-6.
 METRIC_TOL = dict(rel=1e-4, abs=1e-5)
@@ -74,29 +71,21 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def preset(workdir: Path) -> Path:
-    """The demo preset (whatever it evaluates), plus a checkpoint after every training step: the kill
-    points before and after one."""
+    """The demo preset plus a checkpoint after every training step (the kill points before and after
+    one) and a second benchmark next to the demo's generated one (the kill point between two)."""
+    from evaluation.synthetic import make_problems, write_problems
+
+    extra = workdir / "eval_data" / "math500.jsonl"
+    rows = make_problems(6, seed=11, max_steps=2)
+    write_problems(extra, [{"problem": r["question"], "answer": r["answer"]} for r in rows])
     settings = yaml.safe_load((ROOT / "configs" / "pipeline" / "demo.yaml").read_text())
     settings["challenger_overrides"] = [*settings.get("challenger_overrides", []), "trainer.save_freq=1"]
     settings["solver_overrides"] = [*settings.get("solver_overrides", []), "trainer.save_freq=1"]
+    first = settings.get("eval_benchmarks") or ["gsm8k"]
+    settings.update(evaluate=True, eval_benchmarks=[*first, "math500"], eval_data={"math500": str(extra)})
     path = workdir / "fault.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path
-
-
-@pytest.fixture(scope="module")
-def eval_data(workdir: Path) -> Path:
-    """Two local benchmarks, generated (evaluation.synthetic), in the layout --data-dir reads."""
-    from evaluation.synthetic import make_splits, write_problems
-
-    data = workdir / "eval_data"
-    splits = make_splits({"math500": 6, "amc23": 6}, seed=11, max_steps=2)
-    rows = {b: [{"question": r["question"], "answer": r["answer"]} for r in splits[b]] for b in BENCHMARKS}
-    write_problems(
-        data / "math500.jsonl", [{"problem": r["question"], "answer": r["answer"]} for r in rows["math500"]]
-    )
-    write_problems(data / "amc23.jsonl", rows["amc23"])
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +266,9 @@ def copied_before(baseline: Path, workdir: Path, name: str, stages: list[str]) -
 
 def test_baseline_is_complete_and_clean(baseline: Path) -> None:
     check_storage_clean(baseline)
-    for stage in ("challenger", "question_generate", "question_evaluate", "solver"):
+    for stage in ("challenger", "question_generate", "question_evaluate", "solver", "evaluate"):
         assert read_manifest(iter_dir(baseline) / stage) is not None, stage
+    assert read_manifest(run_dir(baseline) / "eval_base") is not None
     assert (run_dir(baseline) / "summary.md").is_file()
 
 
@@ -370,66 +360,47 @@ def test_kill_in_solver_training_after_a_checkpoint(workdir: Path, baseline: Pat
     assert_same_after(storage, baseline, "solver")
 
 
-def eval_command(model: str, data: Path, out: Path) -> list[str]:
-    """`python -m evaluation` on the two local benchmarks (the demo preset does not evaluate yet)."""
-    return [
-        sys.executable, "-m", "evaluation", "--model", model, "--benchmarks", ",".join(BENCHMARKS),
-        "--data-dir", str(data), "--offline", "--out", str(out), "--max-tokens", "40", "--seed", "0",
-    ]  # fmt: skip
+def test_kill_in_evaluation_between_benchmarks(workdir: Path, baseline: Path, preset: Path) -> None:
+    stages = ["challenger", "question_generate", "question_evaluate", "solver"]
+    storage = copied_before(baseline, workdir, "evaluate", stages)
+    stage = iter_dir(storage) / "evaluate"
+    benchmarks = yaml.safe_load(preset.read_text())["eval_benchmarks"]
+    kept: dict = {}
+
+    def one_benchmark_done(_: Attempt) -> bool:  # the first benchmark's metrics.json, no results.json
+        done = [b for b in benchmarks if (stage / b / "metrics.json").is_file()]
+        if done and not (stage / "results.json").exists():
+            items = stage / done[0] / "items.jsonl"
+            kept.update(done=done, items=items, stat=(items.stat().st_ino, items.stat().st_mtime_ns))
+            return True
+        return False
+
+    kill_then_rerun(storage, preset, workdir / "evaluate", one_benchmark_done, "one benchmark evaluated")
+    assert len(kept["done"]) < len(benchmarks), f"the kill came after {kept['done']}: nothing left to do"
+    # The finished benchmark was kept as it was (neither generated nor scored again).
+    results = json.loads((stage / "results.json").read_text())
+    assert results["benchmarks"][kept["done"][0]]["resumed"] is True
+    items = kept["items"]
+    assert (items.stat().st_ino, items.stat().st_mtime_ns) == kept["stat"]
+    assert_same_after(storage, baseline, "evaluate")
 
 
-@pytest.fixture(scope="module")
-def baseline_evaluation(workdir: Path, baseline: Path, eval_data: Path) -> Path:
-    """The baseline's Solver evaluated without interruption."""
-    model = read_manifest(iter_dir(baseline) / "solver")["outputs"]["model"]
-    out = workdir / "baseline_eval"
-    attempt = run_to_end(
-        eval_command(model, eval_data, out), workdir, workdir / "baseline_eval.log", ROOT, 900
-    )
-    assert attempt.proc.returncode == 0, attempt.tail()
-    return out
-
-
-def test_kill_in_evaluation_between_benchmarks(
-    workdir: Path, baseline: Path, baseline_evaluation: Path, eval_data: Path
-) -> None:
-    model = read_manifest(iter_dir(baseline) / "solver")["outputs"]["model"]
-    out, logs = workdir / "evaluate" / "out", workdir / "evaluate"
-    logs.mkdir(parents=True)
-    cmd = eval_command(model, eval_data, out)
-    first = start(cmd, workdir, logs / "first.log", ROOT)
-    finished: list[str] = []
-
-    def one_benchmark_done() -> bool:
-        done = [b for b in BENCHMARKS if (out / b / "metrics.json").is_file()]
-        finished[:] = done
-        return bool(done) and not (out / "results.json").exists()
-
-    wait_for(first, one_benchmark_done, "one benchmark finished", timeout_s=900, poll_s=0.05)
-    kill_attempt(first)
-    assert finished and len(finished) < len(BENCHMARKS), f"the kill came after {finished}"
-    assert_no_process_left(first)
-    kept = out / finished[0] / "items.jsonl"
-    kept_stat = (kept.stat().st_ino, kept.stat().st_mtime_ns)
-    second = run_to_end(cmd, workdir, logs / "second.log", ROOT, 900)
-    assert second.proc.returncode == 0, second.tail()
-    assert_no_process_left(second, what="the finished run (after it exited)")
-    check_storage_clean(out)
-    # The finished benchmark was kept as it was (not generated or scored again), the other one run.
-    results = json.loads((out / "results.json").read_text())
-    assert results["benchmarks"][finished[0]]["resumed"] is True
-    assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == kept_stat
-    assert evaluation_results(out) == evaluation_results(baseline_evaluation)
-
-
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "verl/utils/fs.py atomic_write never removes the temporary of a write killed by SIGKILL: the "
+        "kill leaves plots/.<plot>.png.<random>.tmp and the rerun does not remove it (issue 12 "
+        "report; test_fault_atomic_writes.py shows it alone)"
+    ),
+)
 def test_kill_while_writing_the_summary(workdir: Path, baseline: Path, preset: Path) -> None:
     stages = ["challenger", "question_generate", "question_evaluate", "solver", "evaluate"]
     storage = copied_before(baseline, workdir, "summary", stages)
     run = run_dir(storage)
     state: dict[str, bool] = {}
 
-    def summary_being_written(_: Attempt) -> bool:  # the reward plots come first, summary.md last
-        writing = (run / "plots").is_dir() or any(run.glob(".summary.md.*"))
+    def summary_being_written(_: Attempt) -> bool:  # a plot or summary.md open under its temporary name
+        writing = any(run.glob("plots/.*.tmp")) or any(run.glob(".summary.md.*.tmp"))
         if writing:
             state["summary_existed"] = (run / "summary.md").exists()
         return writing
