@@ -194,29 +194,24 @@ def assert_same_solver(storage: Path, base: Path) -> None:
         torch.testing.assert_close(weights_b[name], weights_a[name], **WEIGHT_TOL)
 
 
-def evaluation_results(out: Path) -> dict:
-    """results.json without timings and resume flags, and every benchmark's items.jsonl."""
+def evaluation_results(out: Path, storage: Path) -> dict:
+    """results.json without what describes the run rather than the results, paths under the storage
+    made relative, and every benchmark's items.jsonl."""
     results = json.loads((out / "results.json").read_text())
     items = {p.parent.name: read_jsonl(p) for p in sorted(out.glob("*/items.jsonl"))}
-    return {"results": normalised(_without_timings(results), out), "items": items}
+    return {"results": normalised(_results_only(results), storage), "items": items}
 
 
-# Keys of results.json that describe the run (wall time, reuse, the grader pool's own counters), not
-# the results.
-_RUN_DEPENDENT = ("timings", "seconds", "finished", "finished_at", "reused_responses", "resumed", "grader")
+# Keys of results.json that describe the run (wall time, reuse, the grader pool's own counters, a
+# hash that includes paths), not the results.
+_RUN_DEPENDENT = ("seconds", "started", "finished", "grader", "resumed", "reused_responses", "resume_key")
 
 
-def _without_timings(value):
+def _results_only(value):
     if isinstance(value, dict):
-        return {
-            k: _without_timings(v)
-            for k, v in value.items()
-            if not (
-                k.endswith("_s") or k in ("timings", "finished_at", "reused_responses", "resumed", "created")
-            )
-        }
+        return {k: _results_only(v) for k, v in value.items() if k not in _RUN_DEPENDENT}
     if isinstance(value, list):
-        return [_without_timings(v) for v in value]
+        return [_results_only(v) for v in value]
     return value
 
 
@@ -224,7 +219,8 @@ def assert_same_evaluation(storage: Path, base: Path) -> None:
     """Every evaluation the baseline ran (none while the demo does not evaluate) gave the same."""
     for results in sorted(run_dir(base).glob("**/results.json")):
         where = results.parent.relative_to(run_dir(base))
-        assert evaluation_results(run_dir(storage) / where) == evaluation_results(results.parent), where
+        got = evaluation_results(run_dir(storage) / where, storage)
+        assert got == evaluation_results(results.parent, base), where
 
 
 def questions_table(storage: Path) -> str:
