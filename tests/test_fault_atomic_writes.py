@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from fault_kit import temporary_leftovers
 
 # Child: start writing `target` the given way, say "inside" on stdout, then hang until killed.
@@ -80,14 +79,6 @@ def test_a_killed_checkpoint_save_is_cleaned_up_by_the_next_save(tmp_path: Path)
     assert ckpt.latest_step(out) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "verl/utils/fs.py atomic_write: the temporary of a write killed by SIGKILL "
-        "(.<name>.<random>.tmp) is never removed, not even by the next write of the same path "
-        "(issue 12 report; seen after a kill while the run summary's plots were written)"
-    ),
-)
 def test_a_killed_file_write_leaves_no_temporary_after_the_rewrite(tmp_path: Path) -> None:
     target = tmp_path / "results.json"
     _writer("file", target)
@@ -97,14 +88,6 @@ def test_a_killed_file_write_leaves_no_temporary_after_the_rewrite(tmp_path: Pat
     assert temporary_leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "verl/utils/fs.py atomic_dir: the temporary folder of a write killed by SIGKILL "
-        "(.<name>.<random>, model-sized for an HF export or the tiny model build) is never removed, "
-        "not even by the next write of the same path (issue 12 report)"
-    ),
-)
 def test_a_killed_folder_write_leaves_no_temporary_after_the_rewrite(tmp_path: Path) -> None:
     target = tmp_path / "model"
     _writer("dir", target)

@@ -122,15 +122,6 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(full_disk_run: dict)
     assert run["after_resume"] == {"latest": 2, "saved": [1, 2]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "verl/trainer/ray_trainer.py RayPPOTrainer._save stages with ckpt.staging_dir, not "
-        "ckpt.staged_checkpoint: a failed write surfaces as torch's 'unexpected pos N vs M' inside a "
-        "RayTaskError (no step, no path, nothing about the disk or the previous checkpoint) and "
-        "checkpoints/.global_step_<k>.partial stays behind (issue 12 report)"
-    ),
-)
 def test_failed_checkpoint_says_what_happened_and_cleans_up(full_disk_run: dict) -> None:
     run, out = full_disk_run, full_disk_run["out"]
     message = run["error"] or ""

@@ -381,14 +381,6 @@ def test_kill_in_evaluation_between_benchmarks(workdir: Path, baseline: Path, pr
     assert_same_after(storage, baseline, "evaluate")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "verl/utils/fs.py atomic_write never removes the temporary of a write killed by SIGKILL: the "
-        "kill leaves plots/.<plot>.png.<random>.tmp and the rerun does not remove it (issue 12 "
-        "report; test_fault_atomic_writes.py shows it alone)"
-    ),
-)
 def test_kill_while_writing_the_summary(workdir: Path, baseline: Path, preset: Path) -> None:
     stages = ["challenger", "question_generate", "question_evaluate", "solver", "evaluate"]
     storage = copied_before(baseline, workdir, "summary", stages)

@@ -252,18 +252,20 @@ class RayPPOTrainer:
 
     def _save(self, step: int) -> None:
         cfg = self.config
-        staged = ckpt.staging_dir(self.output_dir, step)
-        hf_dir = str(staged / "hf") if cfg.trainer.export_hf else None
-        self.wg.save_checkpoint(str(staged), hf_dir)
-        atomic_write_json(
-            staged / "trainer_state.json",
-            {
-                "step": step,
-                "dataloader": self.loader.state_dict(),
-                "total_steps": self.total_steps,
-                "saved_at": time.time(),
-            },
-        )
+        # A failed write (full disk, quota) removes the staged folder and says which step, why, and
+        # which checkpoint a rerun resumes from; the previous checkpoint and the tracker stay intact.
+        with ckpt.staged_checkpoint(self.output_dir, step) as staged:
+            hf_dir = str(staged / "hf") if cfg.trainer.export_hf else None
+            self.wg.save_checkpoint(str(staged), hf_dir)
+            atomic_write_json(
+                staged / "trainer_state.json",
+                {
+                    "step": step,
+                    "dataloader": self.loader.state_dict(),
+                    "total_steps": self.total_steps,
+                    "saved_at": time.time(),
+                },
+            )
         final = ckpt.commit(self.output_dir, step, staged, cfg.trainer.save_limit)
         print(f"[trainer] checkpoint step {step} -> {final}", flush=True)
 
