@@ -37,8 +37,8 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         pid = entry.name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or (_alive(int(pid)) and int(pid) != os.getpid()):
-            continue  # not ours to judge, or a live writer (ours: one writer per path at a time)
+        if not pid.isdigit() or _alive(int(pid)):
+            continue  # not a temporary of ours, or its writer is still at work (this process included)
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
