@@ -8,23 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_shapes import QWEN3_4B
 
 from verl.trainer.config import CONFIG_DIR, load_config
 from verl.utils.memory_plan import GIB, ModelShape, activation_bytes_per_token, plan_memory
 
-QWEN3_4B = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "model_type": "qwen3",
-    "hidden_size": 2560,
-    "num_hidden_layers": 36,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "intermediate_size": 9728,
-    "vocab_size": 151936,
-    "tie_word_embeddings": True,
-    "max_position_embeddings": 40960,
-}
 # By hand: per layer q/o 2*2560*4096 + k/v 2*2560*1024 + q/k norms 2*128 + MLP 3*2560*9728 + 2 norms
 # 2*2560 = 100,930,816; 36 layers = 3,633,509,376; embedding (tied) 151936*2560 + final norm 2560
 # = 388,958,720. Total 4,022,468,096 (Qwen3-4B's published 4.0B).

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from model_shapes import QWEN3_4B
 
 from pipeline.config import load_pipeline_config
 from pipeline.planner import plan_devices
@@ -116,21 +117,6 @@ def test_small_dataset_lowers_the_rollout_batch() -> None:
     cfg.validate(check_paths=False)
     with pytest.raises(RuntimeError, match="no question survived"):
         _fit_batch_to_data(cfg, 0, world=2)
-
-
-QWEN3_4B = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "model_type": "qwen3",
-    "hidden_size": 2560,
-    "num_hidden_layers": 36,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "intermediate_size": 9728,
-    "vocab_size": 151936,
-    "tie_word_embeddings": True,
-    "max_position_embeddings": 32768,
-}
 
 
 def test_dry_run_prints_the_memory_plan_of_both_training_stages(tmp_path: Path) -> None:
