@@ -157,7 +157,7 @@ def _check_hub_repo(repo: str, role: str, repo_type: str) -> list[Problem]:
 
 def model_parameters(model: str) -> int | None:
     """Parameter count of a model: exact from a local folder's safetensors headers, else estimated
-    from its config.json (local or in the HF cache); None when neither is at hand."""
+    from its config.json (local, in the HF cache, or fetched from the hub); None when not at hand."""
     path = Path(model).expanduser()
     if path.is_dir():
         counted = _safetensors_parameters(path)
@@ -188,9 +188,14 @@ def _safetensors_parameters(folder: Path) -> int | None:
 def _cached_config(repo: str) -> dict | None:
     if is_local_path(repo):
         return None
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     found = try_to_load_from_cache(repo, "config.json")
+    if not isinstance(found, str) and hub_status(repo, "model")[0] == "found":
+        try:  # a few KiB, and the run downloads it anyway
+            found = hf_hub_download(repo, "config.json", etag_timeout=HUB_TIMEOUT_S)
+        except Exception:  # unreachable, gated, missing: said by check_model; the size stays unknown
+            return None
     if not isinstance(found, str):
         return None
     config = json.loads(Path(found).read_text())
