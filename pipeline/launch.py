@@ -22,7 +22,7 @@ from typing import Any
 
 from infra.logs import setup_logging
 from infra.preflight import EXIT_PREFLIGHT
-from infra.stage_kit import finished_stage, read_manifest, write_stage_config
+from infra.stage_kit import finished_stage, is_done, read_manifest, write_stage_config
 from infra.vllm_engines import EngineOptions
 from pipeline.config import PipelineConfig, load_pipeline_config
 from pipeline.planner import DevicePlan, plan_devices
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         config = challenger_config(pipe, plan, args.model, args.input, out, pipe.seed, args.overrides)
     else:
         config = solver_config(pipe, plan, args.model, args.input, out, pipe.seed, args.overrides)
-    if finished_stage(out, args.stage) is None:  # a finished stage needs nothing: no checks
+    if not is_done(out):  # a finished stage needs nothing (run_stage says it is skipped)
         checked = preflight_stage(config, plan)
         print(checked.report(), file=sys.stderr if checked.problems else sys.stdout, flush=True)
         if checked.problems:

@@ -70,7 +70,7 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path) -> None:
     # 2. Rerun the same command: finished stages are skipped, the rest runs to the end.
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-    assert "iter_1/challenger: done, skipping" in second.stdout
+    assert f"challenger: {run / 'challenger'} is already done" in second.stderr  # the log is on stderr
     for stage in ("challenger", "question_generate", "question_evaluate", "solver"):
         assert read_manifest(run / stage) is not None, stage
     solver = read_manifest(run / "solver")
@@ -131,4 +131,4 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path) -> None:
         env=env,
         timeout=300,
     )
-    assert again.returncode == 0 and "skipping" in again.stdout
+    assert again.returncode == 0 and "is already done (manifest.json); skipping" in again.stderr
