@@ -101,19 +101,14 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path) -> None:
     assert (demo / "plots" / "evaluation.png").stat().st_size > 0
 
     # 3. The restarted generation equals an uninterrupted one (seeded): same questions, same counts.
-    from question_generate.generate import generate_questions
+    from infra.stage_kit import read_stage_config
+    from question_generate.generate import GenerateConfig, generate_questions
 
     generated = read_manifest(run / "question_generate")
     fresh = tmp_path / "fresh_generation"
-    generate_questions(
-        read_manifest(run / "challenger")["outputs"]["model"],
-        fresh,
-        num_questions=48,
-        max_tokens=40,
-        seed=1,
-        devices=[],
-        max_model_len=40 + 1024,
-    )
+    # The same settings the driver launched the stage with (its stage_config.json), fresh folder.
+    recorded = read_stage_config(run / "question_generate" / "stage_config.json")
+    generate_questions(GenerateConfig.from_dict({**recorded, "out_dir": str(fresh)}))
     assert (fresh / "questions.jsonl").read_text() == Path(generated["outputs"]["questions"]).read_text()
     assert read_manifest(fresh)["counts"] == generated["counts"]
 
