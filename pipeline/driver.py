@@ -106,7 +106,13 @@ class Driver:
         challenger = solver = self.base_model
         self._evaluate(self.base_model, self.run_dir / "eval_base", "base")
         for i in range(1, self.pipe.iterations + 1):
-            challenger, solver = self._iteration(i, challenger, solver)
+            try:
+                challenger, solver = self._iteration(i, challenger, solver)
+            except StageFailed:
+                # What the iteration did before the failure (counts, drop reasons, reward curves) is
+                # what explains it: the summary lists the finished stages and the unfinished one.
+                logger.info("summary so far: %s", write_run_summary(self.run_dir, i))
+                raise
         logger.info("done: final Solver %s; summary %s", solver, self.run_dir / "summary.md")
         return solver
 

@@ -18,4 +18,4 @@ echo "== ruff"
 echo "== lint-imports (layering contracts in pyproject.toml)"
 "$ROOT/.venv/bin/lint-imports"
 echo "== pytest"
-"$PY" -m pytest "$@"
+"$PY" -m pytest --durations=25 "$@"  # the slowest tests, to keep the suite within its budget

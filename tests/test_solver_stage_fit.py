@@ -54,3 +54,46 @@ def test_one_question_is_repeated_to_fill_the_batch(tmp_path: Path, tiny_model_d
     assert len(loader.next_batch()) == 2 and len(loader.next_batch()) == 2
     # Enough questions: the dataset is used as it is.
     assert repeat_to_batch(str(dataset), 4, 4, tmp_path / "other") == str(dataset)
+
+
+def _labelling_output(folder: Path, valid: int, dropped: dict[str, int]) -> Path:
+    """An empty train.parquet and the filter_stats.json the labelling stage writes beside it."""
+    from verl.utils.fs import atomic_write_json
+
+    folder.mkdir(parents=True)
+    atomic_write_json(
+        folder / "filter_stats.json",
+        {"questions": 48, "valid": valid, "kept": 0, "dropped_by_reason": dropped},
+    )
+    return write_dataset(folder / "train.parquet", [])
+
+
+@pytest.mark.parametrize(
+    ("valid", "dropped", "says"),
+    [
+        # SmolLM2-135M-Instruct's real iteration: no Challenger output parsed.
+        (0, {"p_below_band": 0}, "does not write the Challenger's <question>"),
+        (5, {"p_below_band": 5}, "dropped {'p_below_band': 5}. Every valid question was dropped"),
+    ],
+)
+def test_an_empty_dataset_stops_the_stage_saying_why(
+    tmp_path: Path, valid: int, dropped: dict[str, int], says: str
+) -> None:
+    """Through the stage entry point, before any model or tokenizer is loaded (the model is fake)."""
+    import json
+
+    from training.__main__ import main
+
+    dataset = _labelling_output(tmp_path / "question_evaluate", valid, dropped)
+    stage = {
+        "stage": "solver",
+        "model": "/no/model",
+        "out_dir": str(tmp_path / "solver"),
+        "dataset": str(dataset),
+    }
+    (tmp_path / "stage_config.json").write_text(json.dumps(stage))
+    with pytest.raises(RuntimeError) as failure:
+        main(["--config", str(tmp_path / "stage_config.json")])
+    message = str(failure.value)
+    assert f"48 questions, {valid} valid, 0 kept" in message and says in message
+    assert not (tmp_path / "solver" / "manifest.json").exists()

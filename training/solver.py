@@ -7,6 +7,7 @@ over the data; the manifest and the log say so (the authors' code crashes there)
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -74,6 +75,34 @@ def repeat_to_batch(dataset: str, n_fitting: int, batch_size: int, out_dir: Path
     return str(atomic_write(out_dir / "train_repeated.parquet", lambda tmp: pq.write_table(table, tmp)))
 
 
+def nothing_to_train(dataset: str) -> str:
+    """Why the Solver has no question, from the labelling stage's filter_stats.json beside the
+    dataset when it is there, and the ways out."""
+    message = f"no question survived the filter: {dataset} is empty, nothing to train the Solver on."
+    stats_path = Path(dataset).parent / "filter_stats.json"
+    try:
+        stats = json.loads(stats_path.read_text())
+    except (OSError, ValueError):
+        return message + " (no filter_stats.json beside it to say why)"
+    dropped = {reason: n for reason, n in stats.get("dropped_by_reason", {}).items() if n}
+    message += (
+        f" {stats_path}: {stats.get('questions')} questions, {stats.get('valid')} valid, "
+        f"{stats.get('kept')} kept, dropped {dropped or 'none'}."
+    )
+    if not stats.get("valid"):
+        # Seen with SmolLM2-135M-Instruct: it does not write the format, so the Challenger's reward
+        # was 0 for every sample and GRPO had no signal to teach it with.
+        return message + (
+            " No Challenger output parsed (the question_generate manifest counts why): the base model "
+            "does not write the Challenger's <question>...</question> \\boxed{} format; R-Zero needs a "
+            "base model that follows the Challenger prompt."
+        )
+    return message + (
+        " Every valid question was dropped (reasons above): more questions (--set num_questions=N) "
+        "or the other profile's band (--profile rzero_code) may keep some."
+    )
+
+
 def fitting_questions(config: PPOConfig) -> tuple[int, int]:
     """(questions in the dataset, those whose prompt fits data.max_prompt_length), counted with the
     engine's own prompt dataset: the trainer drops the longer ones, so the rollout batch must be
@@ -97,6 +126,8 @@ def run_solver_stage(config: TrainStageConfig) -> dict:
     out = Path(config.out_dir)
     if (done := finished_stage(out, "solver")) is not None:
         return done
+    if not read_records(config.dataset):  # before the engine config and the tokenizer load
+        raise RuntimeError(nothing_to_train(config.dataset))
     engine = build_engine_config(config)
     engine.data.train_files = config.dataset
     n_questions, n_fitting = fitting_questions(engine)
