@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_batches import random_batch
 
-from verl.protocol import DataProto
 from verl.trainer.config import ActorConfig, AlgorithmConfig
 from verl.utils import torch_functional as VF
 from verl.workers.actor.dp_actor import DataParallelPPOActor
@@ -72,28 +72,6 @@ def test_linear_logprobs_bf16_head_gradient_does_not_degrade_with_chunks(
     assert many < 1.5 * one + 1e-3
 
 
-def _batch(vocab: int, bs: int = 6, prompt: int = 12, response: int = 10, seed: int = 0) -> DataProto:
-    """Left-padded prompts, right-padded responses of random lengths (one row with a 1-token response)."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(10, vocab, (bs, prompt + response), generator=gen)
-    mask = torch.zeros(bs, prompt + response, dtype=torch.long)
-    for i in range(bs):
-        p = int(torch.randint(2, prompt + 1, (1,), generator=gen))
-        r = 1 if i == 0 else int(torch.randint(1, response + 1, (1,), generator=gen))
-        mask[i, prompt - p : prompt + r] = 1
-    advantages = torch.randn(bs, 1, generator=gen).expand(bs, response).contiguous()
-    return DataProto.from_dict(
-        {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "responses": ids[:, prompt:],
-            "response_mask": mask[:, prompt:],
-            "advantages": advantages,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: str):
     from transformers import AutoModelForCausalLM
@@ -109,7 +87,7 @@ def test_response_log_probs_equal_the_full_forward(tiny, padding_free: bool) -> 
     """Packed (transformers' block mask from position ids) and trimmed padded layouts give the
     log-softmax of a plain padded forward at every real response token, 0 on padding, and the same
     parameter gradients."""
-    batch = _batch(tiny.config.vocab_size).batch
+    batch = random_batch(tiny.config.vocab_size, bs=6, one_token_first=True).batch
     resp_mask = batch["response_mask"].bool()
     prompt = batch["input_ids"].shape[1] - batch["responses"].shape[1]
     args = (batch["input_ids"], batch["attention_mask"], batch["position_ids"], batch["responses"])
@@ -158,7 +136,7 @@ def test_token_budget_passes_match_fixed_micro_batches(tiny_model_dir: str) -> N
             tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa"
         )
 
-    data = _batch(2000, bs=6)
+    data = random_batch(2000, bs=6, one_token_first=True)
     budget_actor, fixed_actor = _actor(fresh(), 30, 30), _actor(fresh(), 0, 0)
     micros, order = budget_actor.micro_batches(data, 30, 2)
     assert len(micros) >= 2 and sorted(order) == list(range(6)) and order != list(range(6))

@@ -7,32 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_batches import random_batch
 
-from verl.protocol import DataProto
 from verl.trainer.config import CONFIG_DIR, load_config
 from verl.utils.fsdp_utils import flash_attn_available, flash_attn_import_error
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-
-
-def _batch(vocab: int, bs: int = 8, prompt: int = 12, response: int = 10) -> DataProto:
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, vocab, (bs, prompt + response), generator=gen)
-    mask = torch.zeros(bs, prompt + response, dtype=torch.long)
-    for i in range(bs):
-        p = int(torch.randint(2, prompt + 1, (1,), generator=gen))
-        r = int(torch.randint(1, response + 1, (1,), generator=gen))
-        mask[i, prompt - p : prompt + r] = 1
-    return DataProto.from_dict(
-        {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "responses": ids[:, prompt:],
-            "response_mask": mask[:, prompt:],
-            "advantages": torch.randn(bs, 1, generator=gen).expand(bs, response).contiguous(),
-        }
-    )
 
 
 def _config(model: str, *extra: str):
@@ -78,7 +58,9 @@ def _inspect(group) -> dict:
 def _run(tiny_model_dir: str, *extra: str) -> dict:
     from verl.workers.local import grpo_passes, run_local
 
-    return run_local(grpo_passes, 1, _config(tiny_model_dir, *extra), _batch(2048), "actor_ref", _inspect)[0]
+    return run_local(
+        grpo_passes, 1, _config(tiny_model_dir, *extra), random_batch(2048), "actor_ref", _inspect
+    )[0]
 
 
 def test_actor_passes_on_one_gpu(tiny_model_dir: str, capfd: pytest.CaptureFixture) -> None:
@@ -127,7 +109,7 @@ def test_packed_flash_attn_log_probs_match_padded_sdpa(tiny_model_dir: str) -> N
         )
         return attach_response_log_probs(m.cuda())
 
-    b = _batch(2048).to("cuda").batch
+    b = random_batch(2048).to("cuda").batch
     args = (b["input_ids"], b["attention_mask"], b["position_ids"], b["responses"], 1.0)
     with torch.no_grad():
         packed, _ = response_log_probs(model("flash_attention_2"), *args, padding_free=True)

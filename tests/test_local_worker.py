@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_batches import random_batch
 
 from verl.protocol import DataProto
 from verl.trainer.config import CONFIG_DIR, load_config
@@ -31,26 +32,6 @@ def _config(model: str):
     )
 
 
-def _batch(vocab: int, bs: int = 8, prompt: int = 12, response: int = 10) -> DataProto:
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, vocab, (bs, prompt + response), generator=gen)
-    mask = torch.zeros(bs, prompt + response, dtype=torch.long)
-    for i in range(bs):
-        p = int(torch.randint(2, prompt + 1, (1,), generator=gen))
-        r = int(torch.randint(1, response + 1, (1,), generator=gen))
-        mask[i, prompt - p : prompt + r] = 1
-    return DataProto.from_dict(
-        {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "responses": ids[:, prompt:],
-            "response_mask": mask[:, prompt:],
-            "advantages": torch.randn(bs, 1, generator=gen).expand(bs, response).contiguous(),
-        }
-    )
-
-
 def _fsdp_details(group) -> dict:
     """Run on every rank after the passes: what the GPU path relies on, seen on real FSDP2 shards."""
     from torch.distributed.tensor import DTensor
@@ -65,7 +46,7 @@ def _fsdp_details(group) -> dict:
     by_name = dict(weights)
     # Gradients of one backward, clipped by the engine and by torch's reference implementation.
     module.train()
-    micro = group.worker.actor.micro_batches(_batch(module.config.vocab_size).to("cpu"), 0, 8)[0][0]
+    micro = group.worker.actor.micro_batches(random_batch(module.config.vocab_size).to("cpu"), 0, 8)[0][0]
     log_probs, _ = group.worker.actor._log_probs(micro, 1.0)
     (log_probs * 50).sum().backward()
     grads = [p.grad.full_tensor().clone() for p in module.parameters()]
@@ -117,7 +98,7 @@ def runs(tiny_model_dir: str) -> dict:
     from verl.workers.local import grpo_passes, run_local
 
     config = _config(tiny_model_dir)
-    batch = _batch(2048)
+    batch = random_batch(2048)
     return {
         "local1": run_local(grpo_passes, 1, config, batch)[0],
         "local2": run_local(grpo_passes, 2, config, batch, "actor_ref", _fsdp_details),
