@@ -14,22 +14,59 @@ from verl.utils.micro_batching import budget_partition, micro_batch_cost, split_
 from verl.workers.fsdp_workers import move_optimizer_state
 
 
-def test_move_optimizer_state_moves_every_tensor_and_keeps_values() -> None:
+def _stepped_adamw() -> tuple[torch.nn.Linear, torch.optim.AdamW]:
+    """A layer and its AdamW after two steps: every state entry (moments, step counter) non-trivial."""
+    torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
-    model(torch.ones(2, 4)).sum().backward()
-    opt.step()
-    before = {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+    for _ in range(2):
+        opt.zero_grad()
+        (model(torch.randn(2, 4)) ** 2).sum().backward()
+        opt.step()
+    return model, opt
+
+
+def _state_clones(opt: torch.optim.Optimizer) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.detach().clone() for k, v in s.items()} for s in opt.state.values()]
+
+
+def test_move_optimizer_state_moves_every_tensor_and_keeps_values() -> None:
+    _, opt = _stepped_adamw()
+    before = _state_clones(opt)
+    # exp_avg, exp_avg_sq and step for the weight and the bias.
+    assert sorted(k for s in before for k in s) == sorted(["exp_avg", "exp_avg_sq", "step"] * 2)
     move_optimizer_state(opt, torch.device("meta"))
-    assert all(v.device.type == "meta" for s in opt.state.values() for v in s.values())
-    opt2 = torch.optim.AdamW(model.parameters(), lr=0.1)
-    model(torch.ones(2, 4)).sum().backward()
-    opt2.step()
-    move_optimizer_state(opt2, torch.device("cpu"))
-    for p, state in opt2.state.items():
+    for state, old in zip(opt.state.values(), before):
+        assert state.keys() == old.keys()
+        for key, value in state.items():
+            assert (
+                value.device.type == "meta"
+                and value.shape == old[key].shape
+                and value.dtype == old[key].dtype
+            )
+
+    # Values: to a device and back (CUDA when one is visible; else host to host, where fresh or zeroed
+    # buffers would still fail) must hand back exactly the tensors taken before the move.
+    model, opt = _stepped_adamw()
+    before = _state_clones(opt)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    move_optimizer_state(opt, device)
+    assert all(v.device.type == device.type for s in opt.state.values() for v in s.values())
+    move_optimizer_state(opt, torch.device("cpu"))
+    for state, old in zip(opt.state.values(), before):
+        assert state.keys() == old.keys()
         for key, value in state.items():
             assert value.device.type == "cpu"
-            assert value.shape == before[id(p)][key].shape
+            torch.testing.assert_close(value, old[key], rtol=0, atol=0)
+    # The moved state steps on exactly like state that never moved.
+    reference, reference_opt = _stepped_adamw()
+    for m, o in ((model, opt), (reference, reference_opt)):
+        torch.manual_seed(1)
+        o.zero_grad()
+        (m(torch.randn(2, 4)) ** 2).sum().backward()
+        o.step()
+    for moved, kept in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(moved, kept, rtol=0, atol=0)
 
 
 def test_rollout_stop_ids_of_a_base_model_include_the_chat_end_of_turn(tiny_model_dir: str) -> None:
