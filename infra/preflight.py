@@ -247,7 +247,57 @@ def check_gpus(devices: Sequence[str]) -> list[Problem]:
                 "set CUDA_VISIBLE_DEVICES to GPUs that exist (or '' for CPU)",
             )
         ]
-    return []
+    try:
+        header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [Problem(f"nvidia-smi failed ({e})", "check the NVIDIA driver")]
+    return check_cuda_driver(header, installed_torch_cuda())
+
+
+def installed_torch_cuda() -> str | None:
+    """The CUDA version torch was built for, read from torch/version.py without importing torch."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return None
+    version_file = Path(spec.origin).parent / "version.py"
+    return torch_cuda_of(version_file.read_text()) if version_file.is_file() else None
+
+
+def torch_cuda_of(version_py: str) -> str | None:
+    """`cuda` of torch/version.py text: "13.0" for `cuda: Optional[str] = '13.0'`, None for a CPU build."""
+    m = re.search(r"^cuda(?:\s*:[^=\n]*)?\s*=\s*['\"]([\d.]+)['\"]", version_py, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def driver_cuda_version(nvidia_smi_output: str) -> tuple[int, int] | None:
+    """Highest CUDA version the driver supports, from the header of plain `nvidia-smi` output."""
+    m = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", nvidia_smi_output)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_cuda_driver(nvidia_smi_output: str, torch_cuda: str | None) -> list[Problem]:
+    """The driver runs torch's CUDA: its CUDA major is at least torch's (minor versions are compatible).
+
+    vllm 0.32.0 from PyPI is a CUDA 13 build (its metadata pins nvidia-cutlass-dsl[cu13]); a driver
+    of an older CUDA major fails at the first kernel launch, after the models have loaded: this says
+    so before anything starts.
+    """
+    driver = driver_cuda_version(nvidia_smi_output)
+    if torch_cuda is None or driver is None:
+        return []  # a CPU torch (CPU plan) or an unreadable header: nothing to compare
+    torch_major = int(torch_cuda.split(".")[0])
+    if driver[0] >= torch_major:
+        return []
+    return [
+        Problem(
+            f"the NVIDIA driver supports CUDA up to {driver[0]}.{driver[1]} (nvidia-smi) but the installed "
+            f"torch is built for CUDA {torch_cuda}",
+            f"update the NVIDIA driver to one that supports CUDA {torch_major} (CUDA 13: driver 580 or newer), "
+            f"or install torch and vllm builds for CUDA {driver[0]} into .venv",
+        )
+    ]
 
 
 def free_bytes(path: str | os.PathLike) -> int:

@@ -4,6 +4,8 @@
 #
 #   bash scripts/setup.sh            # GPU stack if an NVIDIA GPU is visible, else the CPU stack
 #   RZERO_STACK=cpu bash scripts/setup.sh
+#   RZERO_FLASH_ATTN=build|skip bash scripts/setup.sh   # GPU stack: default builds flash-attn only
+#                                                       # when an nvcc of torch's CUDA major exists
 #
 # CPU stack: requirements-cpu.txt is a complete pinned set installed with --no-deps, so nothing
 # pulls CUDA wheels. torch==2.13.0+cpu comes from pip's configured sources; elsewhere set
@@ -27,7 +29,8 @@ case "$STACK" in
   *) echo "setup: RZERO_STACK must be cpu or gpu, got '$STACK'" >&2; exit 2 ;;
 esac
 
-STAMP="$VENV/.rzero-setup-$STACK-$(cat "$REQ" pyproject.toml | sha256sum | cut -c1-16)"
+# On GPU the flash-attn choice is part of the stamp: another RZERO_FLASH_ATTN reinstalls.
+STAMP="$VENV/.rzero-setup-$STACK-$( (cat "$REQ" pyproject.toml; [ "$STACK" = cpu ] || echo "${RZERO_FLASH_ATTN:-auto}") | sha256sum | cut -c1-16)"
 if [ -f "$STAMP" ]; then
   echo "setup: $VENV is up to date ($STACK stack)"
   exit 0
@@ -53,8 +56,19 @@ if [ "$STACK" = cpu ]; then
 else
   grep -v '^flash-attn' "$REQ" > "$VENV/requirements-no-flash.txt"
   "${PIP[@]}" -r "$VENV/requirements-no-flash.txt"
-  "${PIP[@]}" --no-build-isolation "$(grep '^flash-attn' "$REQ")" \
-    || echo "setup: WARNING flash-attn did not build; training falls back to padded attention" >&2
+  # flash-attn has no wheel for this torch: look before compiling (nvcc of torch's CUDA major, the
+  # visible GPUs' architecture, jobs that fit memory); RZERO_FLASH_ATTN=build|skip overrides.
+  FLASH_ATTN_PLAN="$("$VENV/bin/python" scripts/flash_attn_plan.py)"
+  eval "$FLASH_ATTN_PLAN"
+  echo "setup: flash-attn: $FLASH_ATTN_DECISION ($FLASH_ATTN_REASON)"
+  if [ "$FLASH_ATTN_DECISION" = build ]; then
+    export MAX_JOBS
+    [ -n "${FLASH_ATTN_CUDA_ARCHS:-}" ] && export FLASH_ATTN_CUDA_ARCHS
+    "${PIP[@]}" --no-build-isolation "$(grep '^flash-attn' "$REQ")" \
+      || echo "setup: WARNING flash-attn did not build; training falls back to padded attention (slower)" >&2
+  else
+    echo "setup: flash-attn skipped; training uses padded SDPA attention (slower, same results)" >&2
+  fi
 fi
 "${PIP[@]}" --no-deps -e .
 
