@@ -181,13 +181,8 @@ class EvaluationRun:
     def _prepare(self, loaded: LoadedBenchmark, sampling: SamplingConfig) -> tuple[list, list, list, str]:
         """Rendered prompts, stop ids and strings, and the generation key of a benchmark."""
         spec = loaded.spec
-        rendered = [
-            render_prompt(self.tokenizer(), build_messages(item, spec.metric)) for item in loaded.items
-        ]
-        # Prompts are rendered the same way for every item, so one stop setting fits all of them.
-        stop_ids, stop_strings = stop_settings(
-            self.tokenizer(), bool(rendered and rendered[0][2]), self.generation_config()
-        )
+        rendered = [render_prompt(self.tokenizer(), build_messages(item, spec.name)) for item in loaded.items]
+        stop_ids, stop_strings = stop_settings(self.tokenizer(), self.generation_config())
         key = generation_key(
             self._model_info,
             sampling,

@@ -95,9 +95,9 @@ def stop_ids_for(model: str, tokenizer: Any) -> list[int]:
 def encode_chats(tokenizer: Any, chats: Sequence[list[dict[str, str]]]) -> list[list[int]]:
     """Prompt token ids of each chat, rendered exactly as the GRPO engine renders its prompts.
 
-    Uses `verl.utils.dataset.PromptDataset` (chat template with the generation prompt, or a plain
-    concatenation for models without one), so that a model is sampled here with the prompts it
-    was trained on.
+    Uses `verl.utils.dataset.PromptDataset` (`verl.utils.chat.encode_chat`: the chat template with
+    the generation prompt, or the "system: ...\nuser: ..." fallback for models without one), so that
+    a model is sampled here with the prompts it was trained on.
     """
     from verl.utils.dataset import PromptDataset  # imports torch: only in engine processes
 

@@ -5,9 +5,13 @@ one the Solver is trained with, whatever the server's own template settings) and
 prompt to `/v1/completions` with `n=m` and the spec's sampling settings (vLLM's extras such as
 `top_k` go in the JSON body). Requests run concurrently on a thread pool, each to the endpoint with
 the fewest requests in flight; a failed request is retried with exponential backoff on another
-endpoint, and when the retries are spent `answer` raises `SolverServiceError` at once: the Challenger
-reward fails loudly in bounded time instead of hanging (the authors' client had no timeout at all).
-Answers come back in the return value, never through files.
+endpoint (a request cut off by a server that dies mid-answer, too), and when the retries are spent
+`answer` raises `SolverServiceError` at once: the Challenger reward fails loudly in bounded time
+instead of hanging (the authors' client had no timeout at all). An endpoint that refuses connections
+(its server is gone) is avoided while another answers; when every endpoint refuses, the call fails
+at once with an error naming them. Every request carries the service's API key
+(`Authorization: Bearer`, from `$RZERO_SOLVER_API_KEY` unless given). Answers come back in the return
+value, never through files.
 
     client = SolverClient(service.endpoints, service.model_name, tokenizer=model_dir)
     answers = client.answer(questions, n=10)   # answers[i] = 10 completions of questions[i]
@@ -26,7 +30,8 @@ from typing import Any
 import httpx
 
 from rzero.prompts import SOLVER_SYSTEM_PROMPT, solver_messages
-from solver_service.server import SolverServiceError
+from solver_service.server import API_KEY_ENV, SolverServiceError
+from verl.utils.chat import adds_special_tokens, render_chat
 from verl.utils.stop_tokens import load_generation_config, stop_token_ids
 
 logger = logging.getLogger(__name__)
@@ -37,6 +42,10 @@ _RETRYABLE_4XX = (408, 429)
 
 class _RetryableError(Exception):
     """A request failure that another attempt (maybe on another server) may not repeat."""
+
+
+class _Refused(_RetryableError):
+    """The endpoint refused the connection: no server listens there (any more)."""
 
 
 class _Aborted(Exception):
@@ -65,6 +74,8 @@ class SolverClient:
         max_model_len: the servers' context length; when known, `max_tokens` is lowered per prompt so
             prompt + answer fit, and a prompt that leaves no room gets n empty answers (counted in
             `stats()["prompts_too_long"]`). None: asked from the servers' /v1/models on first use.
+        api_key: the key the servers require; None: `$RZERO_SOLVER_API_KEY` (which `SolverService`
+            sets in the process that starts it; processes started after it inherit it).
     """
 
     def __init__(
@@ -82,6 +93,7 @@ class SolverClient:
         prompts_per_request: int = 1,
         max_model_len: int | None = None,
         system_prompt: str = SOLVER_SYSTEM_PROMPT,
+        api_key: str | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("SolverClient needs at least one endpoint")
@@ -97,6 +109,7 @@ class SolverClient:
         # Every request stops where every other engine of the project stops (verl.utils.stop_tokens):
         # the servers' own default would stop at EOS only, and a Base model would write the next turn.
         self.stop_token_ids = stop_token_ids(tokenizer, generation_config)
+        self.add_special_tokens = adds_special_tokens(tokenizer)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_retries = max_retries
@@ -106,27 +119,29 @@ class SolverClient:
         self.max_model_len = max_model_len
         self.system_prompt = system_prompt
         max_workers = max(1, max_in_flight_per_endpoint) * len(self.endpoints)
+        api_key = api_key or os.environ.get(API_KEY_ENV)
         # Loopback servers: never route through a proxy from the environment.
         self._http = httpx.Client(
             trust_env=False,
             limits=httpx.Limits(max_connections=max_workers, max_keepalive_connections=max_workers),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="solver-client")
         self._lock = threading.Lock()  # endpoint load, stats
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to share across threads
         self._in_flight = [0] * len(self.endpoints)
         self._recent_failures = [0] * len(self.endpoints)  # consecutive failures, reset on success
+        self._refused = [False] * len(self.endpoints)  # its last attempt found no server listening
         self._turn = 0  # round-robin tie-break
         self._stats = self._empty_stats()
 
     # ------------------------------------------------------------------ public API
 
     def format_prompt(self, question: str) -> str:
-        """The Solver chat for `question`, rendered with the tokenizer's chat template."""
+        """The Solver chat for `question`, rendered as every engine renders it (`verl.utils.chat`:
+        the chat template, or the "system: ...\nuser: ..." fallback for a model without one)."""
         with self._tokenizer_lock:
-            return self.tokenizer.apply_chat_template(
-                solver_messages(question, self.system_prompt), add_generation_prompt=True, tokenize=False
-            )
+            return render_chat(self.tokenizer, solver_messages(question, self.system_prompt))
 
     def answer(
         self,
@@ -173,6 +188,8 @@ class SolverClient:
                 "prompt": [prompts[i] for i in chunk],
                 "max_tokens": budgets[chunk[0]],
                 "stop_token_ids": self.stop_token_ids,
+                # the server tokenises the text as the offline engines do (no second BOS after a template)
+                "add_special_tokens": self.add_special_tokens,
                 **sampling,
                 **(extra or {}),
             }
@@ -263,7 +280,8 @@ class SolverClient:
             return [max_tokens] * len(prompts)
         with self._tokenizer_lock:
             # Counted as the server counts them: the completions endpoint tokenizes the raw prompt.
-            lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+            encoded = self.tokenizer(prompts, add_special_tokens=self.add_special_tokens)
+            lengths = [len(ids) for ids in encoded["input_ids"]]
         return [max(0, min(max_tokens, self.max_model_len - length)) for length in lengths]
 
     def _fetch_max_model_len(self) -> int | None:
@@ -279,12 +297,13 @@ class SolverClient:
         return None  # unknown: send max_tokens as given; an overflow then shows as the server's 400
 
     def _acquire_endpoint(self, avoid: set[int]) -> int:
-        """The endpoint to use next: not one that failed this request if another exists, then fewest
-        consecutive failures, then fewest requests in flight, then round-robin."""
+        """The endpoint to use next: not one that failed this request if another exists, not one
+        that refused its last connection if another exists, then fewest consecutive failures, then
+        fewest requests in flight, then round-robin."""
         with self._lock:
-            candidates = [i for i in range(len(self.endpoints)) if i not in avoid] or list(
-                range(len(self.endpoints))
-            )
+            everyone = list(range(len(self.endpoints)))
+            candidates = [i for i in everyone if i not in avoid] or everyone
+            candidates = [i for i in candidates if not self._refused[i]] or candidates
             k = len(self.endpoints)
             best = min(
                 candidates, key=lambda i: (self._recent_failures[i], self._in_flight[i], (i - self._turn) % k)
@@ -295,10 +314,15 @@ class SolverClient:
             self._stats["requests_per_endpoint"][self.endpoints[best]] += 1
             return best
 
-    def _release_endpoint(self, index: int, ok: bool) -> None:
+    def _release_endpoint(self, index: int, ok: bool, refused: bool = False) -> None:
         with self._lock:
             self._in_flight[index] -= 1
             self._recent_failures[index] = 0 if ok else self._recent_failures[index] + 1
+            self._refused[index] = refused
+
+    def _all_refused(self) -> bool:
+        with self._lock:
+            return all(self._refused)
 
     def _post_with_retries(
         self, body: dict, n_prompts: int, n: int, abort: threading.Event
@@ -314,7 +338,7 @@ class SolverClient:
             index = self._acquire_endpoint(failed_on)
             endpoint = self.endpoints[index]
             tried.append(endpoint)
-            ok = False
+            ok = refused = False
             try:
                 texts = self._post(endpoint, body, n_prompts, n)
                 ok = True
@@ -322,8 +346,18 @@ class SolverClient:
             except _RetryableError as e:
                 last_error = f"{endpoint}: {e}"
                 failed_on.add(index)
+                refused = isinstance(e, _Refused)
             finally:
-                self._release_endpoint(index, ok)
+                self._release_endpoint(index, ok, refused)
+            if self._all_refused():
+                # No server listens on any endpoint: retrying cannot help, say so now.
+                with self._lock:
+                    self._stats["failures"] += 1
+                raise SolverServiceError(
+                    f"every solver server refuses connections ({', '.join(self.endpoints)}): they are no "
+                    "longer running; the solver service's log names the server that died and why "
+                    f"(its log dir: solver_server_<i>.log); last error: {last_error}"
+                )
             if attempt + 1 < attempts:
                 with self._lock:
                     self._stats["retries"] += 1
@@ -343,8 +377,16 @@ class SolverClient:
         timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
         try:
             r = self._http.post(f"{endpoint}/v1/completions", json=body, timeout=timeout)
-        except httpx.TransportError as e:  # refused, reset, timed out, server gone mid-answer
+        except httpx.ConnectError as e:  # nobody listens: the server is gone
+            raise _Refused(f"{type(e).__name__}: {e} (no server listens there)") from e
+        except httpx.TransportError as e:  # reset, timed out, server gone mid-answer
             raise _RetryableError(f"{type(e).__name__}: {e}") from e
+        if r.status_code == 401:
+            raise SolverServiceError(
+                f"solver server {endpoint} refused the API key (HTTP 401): the client needs the "
+                f"service's key in ${API_KEY_ENV} (SolverService.start() sets it in its process; "
+                "processes started after it inherit it) or as api_key"
+            )
         if r.status_code != 200:
             message = f"HTTP {r.status_code}: {r.text[:1000]}"
             if 400 <= r.status_code < 500 and r.status_code not in _RETRYABLE_4XX:

@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.generate import EngineConfig, SamplingConfig
 from evaluation.loaders import Item
-from evaluation.prompts import build_messages, plain_prompt, render_prompt, stop_settings
+from evaluation.prompts import build_messages, render_prompt, stop_settings
 from evaluation.runner import RunConfig
 from rzero.prompts import SOLVER_SYSTEM_PROMPT
 
@@ -43,7 +43,7 @@ def test_prompts_use_the_chat_template_or_a_plain_fallback(tiny_model_dir: str) 
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     math_item = Item("g-0", 0, "What is 2+3?", "5")
-    ids, text, used = render_prompt(tokenizer, build_messages(math_item, "math"))
+    ids, text, used = render_prompt(tokenizer, build_messages(math_item, "gsm8k"))
     assert used
     assert (
         text
@@ -53,32 +53,28 @@ def test_prompts_use_the_chat_template_or_a_plain_fallback(tiny_model_dir: str) 
     assert tokenizer.convert_ids_to_tokens(ids[0]) == "<|im_start|>"  # special tokens, not their spelling
 
     mc_item = Item("mc-0", 0, "Pick one.", "B", ("x", "y"))
-    messages = build_messages(mc_item, "mc")
+    messages = build_messages(mc_item, "mmlu_pro")
     assert (
         "Options are:\n(A): x\n(B): y\n" in messages[-1]["content"]
         and "\\boxed{A}" in messages[-1]["content"]
     )
     tokenizer.chat_template = None
     ids, text, used = render_prompt(tokenizer, messages)
-    assert (
-        not used
-        and text == plain_prompt(messages)
-        and text.startswith("user: Pick one.")
-        and text.endswith("\nassistant:")
-    )
-    with pytest.raises(ValueError):
-        build_messages(Item("mc-1", 1, "q", "A"), "mc")
+    assert not used and text == "user: " + messages[-1]["content"]  # the "role: content" fallback
+    assert ids == tokenizer(text)["input_ids"]
+    with pytest.raises(ValueError, match="needs options"):
+        build_messages(Item("mc-1", 1, "q", "A"), "supergpqa")
 
 
 def test_responses_stop_at_the_end_of_the_assistant_turn(tiny_model_dir: str) -> None:
     from transformers import AutoTokenizer
 
-    from verl.utils.stop_tokens import load_generation_config
+    from verl.utils.stop_tokens import load_generation_config, stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     generation_config = load_generation_config(tiny_model_dir)  # EOS <|endoftext|>, as a Base model's
-    ids, strings = stop_settings(tokenizer, True, generation_config)
+    ids, strings = stop_settings(tokenizer, generation_config)
     # the chat template's end of turn is a stop id although neither EOS names it
     assert set(ids) == set(tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])) and strings == []
-    ids, strings = stop_settings(tokenizer, False, generation_config)
-    assert "\nuser:" in strings
+    tokenizer.chat_template = None  # a model without a template stops where every engine stops
+    assert stop_settings(tokenizer, generation_config) == (stop_token_ids(tokenizer, generation_config), [])

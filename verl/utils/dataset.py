@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from verl.protocol import DataProto
+from verl.utils.chat import encode_chat
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +114,8 @@ class PromptDataset:
             )
 
     def _encode(self, messages: list[dict]) -> list[int]:
-        if getattr(self.tokenizer, "chat_template", None):
-            return list(
-                self.tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            )
-        # Models without a chat template (plain base models): role-less concatenation.
-        text = "\n\n".join(m["content"] for m in messages) + "\n"
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        # The project's one rendering (chat template, or the "system: ...\nuser: ..." fallback).
+        return encode_chat(self.tokenizer, messages)
 
     def __len__(self) -> int:
         return len(self.rows)
