@@ -40,7 +40,7 @@ from infra.vllm_engines import EngineOptions
 from question_evaluate.filtering import count_reasons, filter_question
 from question_evaluate.outputs import plot_p_hat_histogram, write_dataset
 from question_evaluate.solver_answers import AnswerSampling, solver_answers
-from rewards.voting import VoteResult, make_grader_pool, vote
+from rewards.voting import LABEL, VoteResult, make_grader_pool, vote
 from rzero.profiles import get_profile
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
@@ -150,9 +150,10 @@ def vote_all(
         for answer_list in answers
     )
     if not needs_grader:
-        return vote(answers, profile, pool=None), {}  # pool None: started only if asked (it is not)
+        # pool None: the process-wide pool, started only if asked (it is not)
+        return vote(answers, profile, pool=None, stage=LABEL), {}
     with make_grader_pool(profile, grader_workers or default_grader_workers(), timeout_s) as pool:
-        return vote(answers, profile, pool=pool), pool.stats_snapshot()
+        return vote(answers, profile, pool=pool, stage=LABEL), pool.stats_snapshot()
 
 
 def labelled_rows(

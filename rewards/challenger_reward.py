@@ -10,11 +10,13 @@ batch the repetition penalty is defined over).
     paper:      valid -> max(0, (1 - 2|p_hat - 0.5|) - penalty);     invalid -> 0
     rzero_code: valid -> min(p_hat, 1 - p_hat) - penalty (no clamp); invalid -> -1 - penalty
 
-Answers, validity, "same answer" and m follow the profile (`rewards.voting`): ``paper`` extracts
-with `last_boxed`, groups with math-verify, m = solver_votes (box-less answers are no vote but
-count); ``rzero_code`` extracts with mathruler (``"None"`` for a box-less answer is a vote), drops
-empty boxes from m, groups with the "no " rule and mathruler's grade_answer, and accepts a
-Challenger output without a box as valid.
+Answers, validity, "same answer" and m follow the profile (`rewards.voting`, stage REWARD): ``paper``
+extracts with `last_boxed`, groups with math-verify, m = solver_votes (box-less answers are no vote
+but count); ``rzero_code`` extracts with mathruler (``"None"`` for a box-less answer is a vote),
+groups with the "no " rule and mathruler's grade_answer, m = solver_votes as well (empty boxes join
+no group but count, as in the authors' Solver server: 5 empty + 5 "7" is p_hat 0.5, unlike their
+labelling), and accepts a Challenger output without a box as valid (answer "None") but not one
+whose last box is empty.
 
 The Solver is reached through the solver service (vLLM servers on 127.0.0.1) whose endpoints file
 the stage wrote (`solver_endpoints_file`); the Challenger's own answer never enters p_hat.
@@ -31,7 +33,7 @@ import numpy as np
 from rewards.answer_parsing import extract_answer, parse_challenger_output
 from rewards.default_grader import get_default_pool
 from rewards.repetition import repetition_penalty
-from rewards.voting import grader_backend, vote
+from rewards.voting import REWARD, grader_backend, vote
 from solver_service.client import SolverClient
 
 _lock = threading.Lock()
@@ -116,7 +118,7 @@ def compute_challenger_reward(
         )
         answers = [[extract_answer(text, profile) for text in samples] for samples in completions]
         pool = get_default_pool(grader_workers, backend=grader_backend(profile))
-        for i, result in zip(valid_idx, vote(answers, profile, pool)):
+        for i, result in zip(valid_idx, vote(answers, profile, pool, stage=REWARD)):
             p_hat[i], m[i] = result.p_hat, result.n_counted
     # An invalid output takes part in the clustering as an empty question (distance 1 to all), as
     # in the authors' code: a question block it may hold must not add to a valid question's cluster.

@@ -61,6 +61,7 @@ _JOIN_TIMEOUT_S = 5.0
 _cached_normalize: Callable[[str], str] = functools.lru_cache(maxsize=1 << 16)(normalize_answer)
 
 PairKey = tuple[str, str, bool]
+_MISS = object()  # a cache miss (a cached None is a verdict: "timed out")
 
 # Hard limit per comparison: math-verify's answers here are short (5 s is ample); mathruler gets the
 # authors' 10 s per grade_answer call.
@@ -138,7 +139,7 @@ class GraderPool:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
 
         self._lock = threading.Lock()  # guards everything below that callers touch
-        self._cache: collections.OrderedDict[PairKey, bool] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[PairKey, bool | None] = collections.OrderedDict()
         self._inflight: dict[PairKey, Future] = {}
         self._pending: collections.deque[_Job] = collections.deque()
         self._closed = False
@@ -184,6 +185,15 @@ class GraderPool:
             n = len(pairs)
             both = self.equivalent_many([*pairs, *((b, a) for a, b in pairs)], symmetric=False)
             return [x or y for x, y in zip(both[:n], both[n:])]
+        return [verdict is True for verdict in self.verdicts_many(pairs, symmetric)]
+
+    def verdicts_many(self, pairs: Sequence[tuple[str, str]], symmetric: bool = False) -> list[bool | None]:
+        """`equivalent_many` with timeouts told apart: None where the grader's call timed out.
+
+        For callers whose next step depends on *why* a pair is not the same (the ``rzero_code``
+        labelling skips the reverse direction after a timeout, RZERO_SPEC.md section 2). One job per
+        pair as given (mathruler's `symmetric` runs both directions in that one job).
+        """
         # (a, b, cache key, cheap verdict, stat that the cheap verdict counts under)
         prepared: list[tuple[str, str, PairKey, bool | None, str]] = []
         for a, b in pairs:
@@ -204,8 +214,8 @@ class GraderPool:
                     self.stats[stat] += 1
                     results[i] = verdict
                     continue
-                cached = self._cache.get(key)
-                if cached is not None:
+                cached = self._cache.get(key, _MISS)
+                if cached is not _MISS:
                     self._cache.move_to_end(key)
                     self.stats["cache_hits"] += 1
                     results[i] = cached
@@ -399,7 +409,7 @@ class GraderPool:
                 # Replace first (kill + reap + exec take milliseconds), so that the caller sees the
                 # restart in `stats` as soon as it has its answer.
                 self._replace(worker)
-                self._finish(job, False)
+                self._finish(job, None)  # None: timed out (not the same, and known to be a timeout)
             elif worker.state == _STARTING:
                 self._on_start_failure(worker, f"no ready signal within {self.startup_timeout_s} s")
 
@@ -446,7 +456,7 @@ class GraderPool:
             os.close(worker.sentinel)
             worker.sentinel = None
 
-    def _finish(self, job: _Job, value: bool) -> None:
+    def _finish(self, job: _Job, value: bool | None) -> None:
         with self._lock:
             self._inflight.pop(job.key, None)
             if self.cache_size > 0:

@@ -11,9 +11,16 @@ extract_answer`):
   so m = all answers. Same = equal `normalize_answer` forms, or math-verify in either direction.
 - ``rzero_code`` (the authors' mathruler code): ``"None"`` (mathruler's answer for a response without
   a box; a Python None is read the same way) is an ordinary answer that can win; empty answers
-  (``\\boxed{}``) are dropped, so m = the answers left. Same = string-equal, or both contain
-  ``"no "`` (lower-cased), or mathruler's ``grade_answer`` in either direction (each call in the
-  killable pool with a 10 s limit; a timeout means "not the same").
+  (``\\boxed{}``) join no group. Same = string-equal, or both contain ``"no "`` (lower-cased), or
+  mathruler's ``grade_answer`` in either direction (each call in the killable pool with a 10 s limit;
+  a timeout means "not the same"). The authors' two call sites differ, and so does `stage`:
+  - ``"reward"`` (their Solver server, the Challenger reward): m = all answers, empty boxes
+    included (5 empty + 5 "7": p_hat 0.5); a timeout of ``grade_answer(answer, rep)`` still tries
+    ``grade_answer(rep, answer)``.
+  - ``"label"`` (their pseudo-labelling): m = the answers left after dropping empty boxes (the same
+    answers: p_hat 1.0); a timeout of ``grade_answer(answer, rep)`` moves on to the next group
+    without the reverse call.
+  ``paper`` is the same at both stages.
 
 The implementation gives exactly that result with far fewer grader calls:
 - identical answers (after `strip()`, which is how the grader sees them) are one unit with a count;
@@ -23,7 +30,7 @@ The implementation gives exactly that result with far fewer grader calls:
 - many questions advance together in rounds: each round sends every question's next comparisons
   to the pool as one `equivalent_many` batch, which runs them in parallel over the workers.
 
-Entry point for stages: `vote(answers_per_question, profile, pool=None)`.
+Entry point for stages: `vote(answers_per_question, profile, pool=None, stage=REWARD or LABEL)`.
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ from rzero.profiles import PROFILES
 # The grader each profile's "same answer" uses.
 GRADER_BACKEND = {"paper": "math_verify", "rzero_code": "mathruler"}
 
+# Where a vote is taken (RZERO_SPEC.md section 2, "`rzero_code` answer semantics"): the Challenger
+# reward's call to the Solver, or the pseudo-labelling of generated questions.
+REWARD, LABEL = "reward", "label"
+STAGES = (REWARD, LABEL)
+
 # The same strings recur across rounds and questions (common answers like "2" or "1/2").
 _normalize = functools.lru_cache(maxsize=1 << 16)(normalize_answer)
 
@@ -48,6 +60,23 @@ _normalize = functools.lru_cache(maxsize=1 << 16)(normalize_answer)
 def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {tuple(PROFILES)}")
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"unknown vote stage {stage!r}; expected one of {STAGES}")
+
+
+def counts_empty_answers(profile: str, stage: str) -> bool:
+    """Whether answers that join no group (empty boxes; ``paper``: also no box) count in m."""
+    _check_profile(profile)
+    _check_stage(stage)
+    return profile == "paper" or stage == REWARD
+
+
+def _reverse_after_timeout(profile: str, stage: str) -> bool:
+    """Whether a timed-out first grader direction still tries the reverse one (see module doc)."""
+    return not (profile == "rzero_code" and stage == LABEL)
 
 
 def grader_backend(profile: str) -> str:
@@ -79,8 +108,8 @@ class VoteResult:
     p_hat: largest group / n_counted (0.0 when nothing was counted).
     group_sizes: size of each group, in order of formation.
     n_answers: all answers given; n_nonempty: answers that joined a group (``rzero_code``: ``"None"``
-    included, empty boxes not); n_counted: m, the denominator of p_hat (``paper``: n_answers;
-    ``rzero_code``: n_nonempty).
+    included, empty boxes not); n_counted: m, the denominator of p_hat (``paper`` and ``rzero_code``
+    at reward time: n_answers; ``rzero_code`` in labelling: n_nonempty).
     """
 
     label: str | None
@@ -164,9 +193,9 @@ class _QuestionVote:
         self.candidates, self.fallback = [], None
         self._place(match)
 
-    def result(self, profile: str) -> VoteResult:
+    def result(self, profile: str, stage: str) -> VoteResult:
         n_nonempty = sum(self.counts)
-        n_counted = self.n_answers if profile == "paper" else n_nonempty
+        n_counted = self.n_answers if counts_empty_answers(profile, stage) else n_nonempty
         if not self.group_sizes:
             return VoteResult(None, 0.0, [], self.n_answers, 0, n_counted)
         # max() returns the first maximum: ties go to the group formed first.
@@ -181,19 +210,40 @@ class _QuestionVote:
         )
 
 
+def _compare(pool: GraderPool, pairs: list[tuple[str, str]], reverse_after_timeout: bool) -> list[bool]:
+    """ "Same answer" for (group representative, answer) pairs, both grader directions.
+
+    With `reverse_after_timeout` both directions run together (`equivalent_many`). Without it (the
+    ``rzero_code`` labelling), first ``grade_answer(answer, rep)`` for every pair, then the reverse
+    only for pairs that were graded "not the same" without timing out."""
+    if reverse_after_timeout:
+        return pool.equivalent_many(pairs, symmetric=True)
+    first = pool.verdicts_many(pairs, symmetric=False)
+    retry = [k for k, verdict in enumerate(first) if verdict is False]
+    second = pool.equivalent_many([(pairs[k][1], pairs[k][0]) for k in retry], symmetric=False)
+    verdicts = [verdict is True for verdict in first]
+    for k, verdict in zip(retry, second):
+        verdicts[k] = verdict
+    return verdicts
+
+
 def majority_vote_many(
     answer_lists: Sequence[Sequence[str | None]],
     pool: GraderPool | None = None,
     profile: str = "paper",
+    stage: str = LABEL,
 ) -> list[VoteResult]:
     """`majority_vote` for many questions, batching their grader calls together.
 
     Each round places the next distinct answer of every unfinished question; all comparisons of a
-    round go to the pool in one `equivalent_many` call (parallel over the workers, cached).
+    round go to the pool together (parallel over the workers, cached).
     Rounds <= the largest number of distinct answers of one question. `pool` must use the profile's
     grader (`make_grader_pool`); None: the process-wide pool of that grader, started only if needed.
+    `stage`: REWARD or LABEL (the module docstring says what differs).
     """
     backend = grader_backend(profile)
+    _check_stage(stage)
+    reverse_after_timeout = _reverse_after_timeout(profile, stage)
     if pool is not None and getattr(pool, "backend", backend) != backend:
         raise ValueError(
             f"profile {profile!r} grades with {backend}, but the pool given uses {pool.backend}: "
@@ -211,32 +261,37 @@ def majority_vote_many(
         if not pairs:
             break
         pool = pool if pool is not None else get_default_pool(backend=backend)
-        verdicts = pool.equivalent_many(pairs, symmetric=True)
+        verdicts = _compare(pool, pairs, reverse_after_timeout)
         offset = 0
         for vote_state, n_pairs in planned:
             vote_state.resolve(verdicts[offset : offset + n_pairs])
             offset += n_pairs
         active = [vote_state for vote_state, _ in planned]
-    return [vote_state.result(profile) for vote_state in votes]
+    return [vote_state.result(profile, stage) for vote_state in votes]
 
 
 def majority_vote(
-    answers: Sequence[str | None], pool: GraderPool | None = None, profile: str = "paper"
+    answers: Sequence[str | None], pool: GraderPool | None = None, profile: str = "paper", stage: str = LABEL
 ) -> VoteResult:
     """Group `answers` by equivalence (greedy, in order) and return the majority label and its share.
 
-    See the module docstring for the exact definition and the two profiles.
+    See the module docstring for the exact definition, the two profiles and the two stages.
     """
-    return majority_vote_many([answers], pool=pool, profile=profile)[0]
+    return majority_vote_many([answers], pool=pool, profile=profile, stage=stage)[0]
 
 
 def vote(
-    answers_per_question: Sequence[Sequence[str | None]], profile: str, pool: GraderPool | None = None
+    answers_per_question: Sequence[Sequence[str | None]],
+    profile: str,
+    pool: GraderPool | None = None,
+    *,
+    stage: str,
 ) -> list[VoteResult]:
     """The profile's majority vote for every question: label, p_hat and m (`n_counted`) each.
 
     `answers_per_question[i]` holds question i's answers extracted with
     ``rewards.answer_parsing.extract_answer(response, profile)``. `pool`: a pool from
     `make_grader_pool(profile, ...)`, or None for the process-wide one of the profile's grader.
+    `stage`: REWARD (the Challenger reward) or LABEL (pseudo-labelling); ``rzero_code`` differs.
     """
-    return majority_vote_many(answers_per_question, pool=pool, profile=profile)
+    return majority_vote_many(answers_per_question, pool=pool, profile=profile, stage=stage)

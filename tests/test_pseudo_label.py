@@ -330,3 +330,37 @@ def test_a_folder_of_another_stage_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="solver_train"):
         pseudo_label("unused", questions, tmp_path / "other", votes=8, answer_fn=crafted_answers)
     assert os.listdir(tmp_path / "other") == ["manifest.json"]
+
+
+def test_rzero_code_labelling_rules_through_the_stage(tmp_path: Path) -> None:
+    # The labelling side of RZERO_SPEC section 2 through the stage (reward time differs on both):
+    # 5 empty boxes + 5 "7" -> p̂ = 5 / 5 non-empty answers; a grader timeout in the first direction
+    # grade_answer(answer, rep) moves on without the reverse call.
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {"id": "empty", "raw": "...", "question": "What is 3 + 4?", "answer": "7", "valid": True},
+        {"id": "hang", "raw": "...", "question": "What is 1/3 of 1?", "answer": "1/3", "valid": True},
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = {"What is 3 + 4?": [""] * 5 + ["7"] * 5, "What is 1/3 of 1?": ["1/3", "9**9**9"]}
+    manifest = pseudo_label(
+        "unused-solver",
+        questions,
+        tmp_path / "out",
+        profile="rzero_code",
+        votes=10,
+        grader_workers=1,
+        grader_timeout_s=1.5,
+        answer_fn=lambda qs, m: [answers[q] for q in qs],
+    )
+    labelled = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "labelled.jsonl")}
+    assert (labelled["empty"]["label"], labelled["empty"]["p_hat"], labelled["empty"]["n_counted"]) == (
+        "7",
+        1.0,
+        5,
+    )
+    assert labelled["hang"]["group_sizes"] == [1, 1]
+    stats = json.loads((tmp_path / "out" / "filter_stats.json").read_text())
+    # One grade_answer call, timed out; the reverse grade_answer("1/3", "9**9**9") never ran.
+    assert stats["grader"]["verify_calls"] == 1 and stats["grader_timeouts"] == 1
+    assert manifest["counts"]["grader_timeouts"] == 1

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from rewards import challenger_reward
+from rewards.answer_parsing import ParsedQuestion, parse_challenger_output
 from rewards.challenger_reward import challenger_scores, compute_challenger_reward
 from rewards.default_grader import get_default_pool
 from rewards.repetition import repetition_penalty
@@ -32,7 +33,8 @@ SCRIPT = {
     "SEVEN": ["\\boxed{12}"] * 7 + ["\\boxed{13}"] * 2 + ["no answer"],
     # 5 box-less + 5 different answers: paper 1/10; rzero_code "None" x5 of 10 = 0.5.
     "NOBOX": ["I give up."] * 5 + [f"\\boxed{{{k}}}" for k in (21, 22, 23, 24, 25)],
-    # 5 empty boxes + 5 sevens: paper 5/10; rzero_code drops the empty boxes from m: 5/5.
+    # 5 empty boxes + 5 sevens: paper 5/10; rzero_code at reward time (the authors' Solver server)
+    # also 5/10: empty boxes join no group but count in m (their labelling would say 5/5).
     "EMPTY": ["\\boxed{}"] * 5 + ["\\boxed{7}"] * 5,
     "BOXLESS": ["\\boxed{2}"] * 3 + ["\\boxed{5}"] * 7,
     # math-verify merges 2/4 with 1/2 (6 of 10); mathruler does not (the 4 threes or 4 halves: 0.4).
@@ -135,8 +137,8 @@ EXPECTED_VOTES = {
     ),
     "rzero_code": (
         [True, True, True, False, True, True, True, True, True, True],
-        [1.0, 0.5, 0.7, 0.0, 0.5, 0.5, 0.5, 1.0, 0.7, 0.4],
-        [10, 10, 10, 0, 10, 10, 10, 5, 10, 10],
+        [1.0, 0.5, 0.7, 0.0, 0.5, 0.5, 0.5, 0.5, 0.7, 0.4],
+        [10, 10, 10, 0, 10, 10, 10, 10, 10, 10],
     ),
 }
 
@@ -173,11 +175,11 @@ def test_penalty_groups_duplicates() -> None:
                 0.5 - 0.3,
                 0.5 - 0.3,
                 0.5 - 0.1,
-                0 - 0.1,
+                0.5 - 0.1,
                 0.3 - 0.1,
                 0.4 - 0.1,
             ],
-            [0.0, 0.5, 0.3, 0.0, 0.5, 0.5, 0.5, 0.0, 0.3, 0.4],
+            [0.0, 0.5, 0.3, 0.0, 0.5, 0.5, 0.5, 0.5, 0.3, 0.4],
         ),
     ],
 )
@@ -199,6 +201,25 @@ def test_challenger_reward_exact_per_profile(
     assert [r["overall"] for r in out] == pytest.approx(expected)
     # The profile's own grader compared the answers.
     assert get_default_pool(backend=backend).stats_snapshot()["calls"] > before
+
+
+def test_rzero_code_reward_time_validity(scripted_solver) -> None:
+    # Reward time keeps mathruler's extraction: a box-less question is valid (answer "None") and is
+    # sent to the Solver; a question whose last box is empty is invalid (-1 - penalty), even with an
+    # earlier non-empty box. (Question generation judges these two the other way round.)
+    _, endpoints = scripted_solver
+    boxless = f"<question>{QUESTIONS['AGREE']}</question> The answer is 200."
+    empty_last = f"<question>{QUESTIONS['SEVEN']}</question> \\boxed{{84}} so \\boxed{{}}"
+    assert parse_challenger_output(boxless, "rzero_code") == ParsedQuestion(QUESTIONS["AGREE"], "None", True)
+    out = compute_challenger_reward(
+        [{"response": boxless}, {"response": empty_last}],
+        solver_endpoints_file=endpoints,
+        profile="rzero_code",
+        solver_votes=10,
+    )
+    assert [r["valid"] for r in out] == [1.0, 0.0]
+    assert [r["m"] for r in out] == [10, 0]  # only the valid question was answered
+    assert [r["overall"] for r in out] == pytest.approx([0.0 - 0.5, -1.0 - 0.5])  # AGREE: p 1.0
 
 
 def test_challenger_scores_formula_edges() -> None:

@@ -15,7 +15,19 @@ from rewards.answer_parsing import extract_answer
 from rewards.default_grader import get_default_pool
 from rewards.grader import GraderPool
 from rewards.mathruler_grading import both_say_no
-from rewards.voting import VoteResult, majority_vote, majority_vote_many, make_grader_pool, vote
+from rewards.voting import (
+    LABEL,
+    REWARD,
+    VoteResult,
+    majority_vote,
+    majority_vote_many,
+    make_grader_pool,
+    vote,
+)
+
+# grade_answer("9**9**9", "1/3") hands sympy 9**387420489 (as in test_grader.py): a call that times out.
+MR_HANG = "9**9**9"
+SHORT_TIMEOUT_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -74,54 +86,96 @@ def test_five_boxless_of_ten(pool: GraderPool, mr_pool: GraderPool) -> None:
     responses = ["I could not finish."] * 5 + ["so \\boxed{7}"] * 5
     # rzero_code: "None" x5 is a group formed first, tied with "7" x5: label "None", p = 5/10 (the
     # authors' maximum reward; the filter then drops the question for its "None" label).
-    code = vote([_extracted(responses, "rzero_code")], "rzero_code", mr_pool)[0]
+    code = vote([_extracted(responses, "rzero_code")], "rzero_code", mr_pool, stage=LABEL)[0]
     assert code == VoteResult("None", 0.5, [5, 5], 10, 10, 10)
     # paper: box-less answers are no vote but count in m: "7" with 5 of 10.
-    paper = vote([_extracted(responses, "paper")], "paper", pool)[0]
+    paper = vote([_extracted(responses, "paper")], "paper", pool, stage=LABEL)[0]
     assert paper == VoteResult("7", 0.5, [5], 10, 5, 10)
     # 5 box-less and 5 different boxed answers: rzero_code still 0.5 ("None"); paper 1/10.
     scattered = ["no box"] * 5 + [f"\\boxed{{{k}}}" for k in (11, 12, 13, 14, 15)]
-    assert vote([_extracted(scattered, "rzero_code")], "rzero_code", mr_pool)[0].p_hat == 0.5
-    assert vote([_extracted(scattered, "rzero_code")], "rzero_code", mr_pool)[0].label == "None"
-    assert vote([_extracted(scattered, "paper")], "paper", pool)[0].p_hat == pytest.approx(0.1)
+    assert vote([_extracted(scattered, "rzero_code")], "rzero_code", mr_pool, stage=LABEL)[0].p_hat == 0.5
+    assert vote([_extracted(scattered, "rzero_code")], "rzero_code", mr_pool, stage=LABEL)[0].label == "None"
+    assert vote([_extracted(scattered, "paper")], "paper", pool, stage=LABEL)[0].p_hat == pytest.approx(0.1)
 
 
 def test_four_none_five_seven_of_nine(mr_pool: GraderPool) -> None:
-    result = vote([["None"] * 4 + ["7"] * 5], "rzero_code", mr_pool)[0]
+    result = vote([["None"] * 4 + ["7"] * 5], "rzero_code", mr_pool, stage=LABEL)[0]
     assert result == VoteResult("7", 5 / 9, [4, 5], 9, 9, 9)
     # A Python None (what last_boxed gives) is read as mathruler's "None": the same vote.
-    assert vote([[None] * 4 + ["7"] * 5], "rzero_code", mr_pool)[0] == result
+    assert vote([[None] * 4 + ["7"] * 5], "rzero_code", mr_pool, stage=LABEL)[0] == result
 
 
 def test_empty_boxes_leave_m_in_rzero_code_only(pool: GraderPool, mr_pool: GraderPool) -> None:
     responses = ["\\boxed{}"] * 3 + ["\\boxed{7}"] * 4 + ["no box", "no box"]
-    code = vote([_extracted(responses, "rzero_code")], "rzero_code", mr_pool)[0]
+    code = vote([_extracted(responses, "rzero_code")], "rzero_code", mr_pool, stage=LABEL)[0]
     assert code == VoteResult("7", 4 / 6, [4, 2], 9, 6, 6)  # m = 9 - 3 empty boxes
-    paper = vote([_extracted(responses, "paper")], "paper", pool)[0]
+    paper = vote([_extracted(responses, "paper")], "paper", pool, stage=LABEL)[0]
     assert paper == VoteResult("7", 4 / 9, [4], 9, 4, 9)
     # Only empty boxes: nothing counted.
-    assert vote([["", " "]], "rzero_code", mr_pool)[0] == VoteResult(None, 0.0, [], 2, 0, 0)
+    assert vote([["", " "]], "rzero_code", mr_pool, stage=LABEL)[0] == VoteResult(None, 0.0, [], 2, 0, 0)
+
+
+def test_empty_boxes_count_in_m_at_reward_time_not_in_labelling(
+    pool: GraderPool, mr_pool: GraderPool
+) -> None:
+    # The spec's case (section 2): 5 empty boxes + 5 "7" of 10.
+    responses = ["\\boxed{}"] * 5 + ["\\boxed{7}"] * 5
+    code = _extracted(responses, "rzero_code")
+    # Reward time (the authors' Solver server): largest group / all m samples.
+    assert vote([code], "rzero_code", mr_pool, stage=REWARD)[0] == VoteResult("7", 0.5, [5], 10, 5, 10)
+    # Labelling: largest group / the non-empty answers.
+    assert vote([code], "rzero_code", mr_pool, stage=LABEL)[0] == VoteResult("7", 1.0, [5], 10, 5, 5)
+    # paper: the same at both stages (m = all answers).
+    paper = _extracted(responses, "paper")
+    for stage in (REWARD, LABEL):
+        assert vote([paper], "paper", pool, stage=stage)[0] == VoteResult("7", 0.5, [5], 10, 5, 10)
+    with pytest.raises(ValueError, match="stage"):
+        vote([code], "rzero_code", mr_pool, stage="training")
+
+
+def test_rzero_code_labelling_skips_the_reverse_direction_after_a_timeout() -> None:
+    # grade_answer(answer, rep) first: ("1/3" is the representative, MR_HANG the answer) it hangs.
+    with make_grader_pool("rzero_code", num_workers=2, timeout_s=SHORT_TIMEOUT_S) as own:
+        before = own.stats_snapshot()
+        label = majority_vote(["1/3", MR_HANG], own, "rzero_code", stage=LABEL)
+        after = own.stats_snapshot()
+        assert label.group_sizes == [1, 1]
+        # One grader call, which timed out; the reverse grade_answer("1/3", MR_HANG) never ran.
+        assert after["timeouts"] - before["timeouts"] == 1
+        assert after["verify_calls"] - before["verify_calls"] == 1
+        # Reward time: the reverse direction is still asked after the first one times out (another
+        # representative, so that no cached verdict stands in for a call).
+        before = own.stats_snapshot()
+        reward = majority_vote(["1/7", MR_HANG], own, "rzero_code", stage=REWARD)
+        after = own.stats_snapshot()
+        assert reward.group_sizes == [1, 1]
+        assert after["verify_calls"] - before["verify_calls"] == 2
+        assert after["timeouts"] - before["timeouts"] >= 1
+        # Labelling still tries the reverse when the first direction answers "no" in time.
+        before = own.stats_snapshot()
+        assert majority_vote(["41", "43"], own, "rzero_code", stage=LABEL).group_sizes == [1, 1]
+        assert own.stats_snapshot()["verify_calls"] - before["verify_calls"] == 2
 
 
 def test_the_no_rule_and_mathruler_grading(pool: GraderPool, mr_pool: GraderPool) -> None:
     answers = ["No solution", "no real roots", "there is no x", "1/2", "0.5", "2/4", "2/4"]
-    code = vote([answers], "rzero_code", mr_pool)[0]
+    code = vote([answers], "rzero_code", mr_pool, stage=LABEL)[0]
     # "no " in all three; mathruler: 0.5 == 1/2, but an unreduced 2/4 is not 1/2.
     assert code == VoteResult("No solution", 3 / 7, [3, 2, 2], 7, 7, 7)
     # math-verify merges 2/4 with 1/2 and knows no "no " rule.
-    paper = vote([answers], "paper", pool)[0]
+    paper = vote([answers], "paper", pool, stage=LABEL)[0]
     assert paper == VoteResult("1/2", 4 / 7, [1, 1, 1, 4], 7, 7, 7)
 
 
 def test_a_pool_of_the_wrong_grader_is_refused(pool: GraderPool) -> None:
     with pytest.raises(ValueError, match="make_grader_pool"):
-        vote([["1", "2"]], "rzero_code", pool)
+        vote([["1", "2"]], "rzero_code", pool, stage=LABEL)
 
 
 def test_make_grader_pool_per_profile() -> None:
     with make_grader_pool("rzero_code", num_workers=1) as own:
         assert (own.backend, own.timeout_s) == ("mathruler", 10.0)
-        assert vote([["0.5", "\\frac{1}{2}", "3"]], "rzero_code", own)[0].group_sizes == [2, 1]
+        assert vote([["0.5", "\\frac{1}{2}", "3"]], "rzero_code", own, stage=LABEL)[0].group_sizes == [2, 1]
         assert own.stats_snapshot()["verify_calls"] >= 1
     with make_grader_pool("paper", num_workers=1, timeout_s=3.0) as own:
         assert (own.backend, own.timeout_s) == ("math_verify", 3.0)
