@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from pipeline.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 from rzero.profiles import PROFILES, get_profile
 from verl.trainer.config import CONFIG_DIR, ConfigError
 
@@ -21,6 +22,9 @@ GENERATED_BENCHMARK = "gsm8k"
 
 @dataclass
 class PipelineConfig:
+    # the plan the iterations follow (pipeline/experiments.py): rzero (the paper's loop), no_rl_challenger,
+    # no_rep_penalty, no_filter, single_model
+    experiment: str = DEFAULT_EXPERIMENT
     iterations: int = 0  # 0: the profile's (paper 3, rzero_code 5: the authors' driver)
     profile: str = "paper"
     # question generation (section 3)
@@ -81,6 +85,8 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
     cfg: PipelineConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     if cfg.profile not in PROFILES:
         raise ConfigError(f"profile='{cfg.profile}' is unknown: use one of {', '.join(PROFILES)}")
+    if cfg.experiment not in EXPERIMENTS:
+        raise ConfigError(f"experiment='{cfg.experiment}' is unknown: use one of {', '.join(EXPERIMENTS)}")
     if cfg.iterations == 0:
         cfg.iterations = get_profile(cfg.profile).iterations
     if cfg.iterations < 1 or cfg.num_questions < 1:

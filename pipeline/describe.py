@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
+from pipeline.experiments import get_experiment, run_plan
 from pipeline.launch import run_engine_configs
 from pipeline.planner import DevicePlan
 from rzero.profiles import get_profile
@@ -61,6 +62,54 @@ def _devices(plan: DevicePlan) -> list[str]:
     ]
 
 
+def _experiment_plan(p: PipelineConfig, plan: DevicePlan, engines: dict) -> list[str]:
+    """The experiment, its stages per iteration, the model each stage starts from, and its cost."""
+    prof, exp = get_profile(p.profile), get_experiment(p.experiment)
+    steps = {s.stage: s for s in exp.iteration(1)}
+    band = list(exp.band) if exp.band is not None else list(prof.band)
+    votes = p.votes or prof.votes
+    challenger = steps.get("challenger")
+    reward = "uncertainty - repetition penalty"
+    if challenger is not None and challenger.options.get("reward_kwargs", {}).get("penalty_weight") == 0:
+        reward = "uncertainty only; the penalty is logged, not charged"
+    lines = [
+        f"experiment {exp.name}: {exp.what}",
+        f"  the paper's: {exp.paper}",
+        "",
+        "stages per iteration:",
+        f"  1 challenger        GRPO vs frozen Solver ({reward})"
+        if challenger
+        else "  1 challenger        not run: questions from the base model with the Challenger prompt",
+        f"  2 question_generate {p.num_questions} questions (T={p.gen_temperature}, top_p={p.gen_top_p}, "
+        f"max {p.gen_max_tokens} tokens)",
+        f"  3 question_evaluate m={votes} votes, keep p_hat in {band}"
+        + (" (no filtering: the label drops only)" if exp.band is not None else ""),
+        "  4 solver            GRPO on the kept questions (majority-label reward)",
+        f"  5 evaluate          {'on' if p.evaluate else 'off'}",
+        "",
+        "stage plan (base = the base model; iter_<i>/<stage> = that stage's output):",
+    ]
+    for i, iteration in enumerate(run_plan(exp, p.iterations), 1):
+        lines += [f"  iteration {i}:", *[f"    {step.describe()}" for step in iteration]]
+    n = p.iterations
+    cost = [f"cost of the run ({n} iteration(s)):"]
+    if "challenger" in engines:
+        c = engines["challenger"]
+        cost.append(
+            f"  Challenger GRPO: {n} x {c.trainer.max_steps} steps, trainer on "
+            f"{plan.challenger_trainer or f'{plan.cpu_ranks} CPU ranks'}, Solver servers on "
+            f"{plan.challenger_solver or 'CPU'} ({c.data.rollout_batch_size} x {c.worker.rollout.n} "
+            f"questions per step, each answered {c.worker.reward.reward_kwargs.get('solver_votes', '?')} times)"
+        )
+    cost += [
+        f"  question generation: {n} x {p.num_questions} questions",
+        f"  pseudo-labelling: {n} x {p.num_questions} x {votes} Solver answers",
+        f"  Solver GRPO: {n} x {engines['solver'].trainer.max_steps} steps on {plan.solver_world} rank(s)",
+        f"  evaluation: {n + 1 if p.evaluate else 0} model(s) (the base model and each Solver)",
+    ]
+    return [*lines, "", *cost]
+
+
 def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, plan: DevicePlan) -> str:
     prof = get_profile(p.profile)
     engines = dict(run_engine_configs(p, plan, base_model, run_dir))
@@ -71,7 +120,8 @@ def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, pl
         for stage, c in engines.items()
     }
     lines = [
-        f"R-Zero run '{tag}': base model {base_model}, profile {p.profile}, {p.iterations} iteration(s)",
+        f"R-Zero run '{tag}': base model {base_model}, profile {p.profile}, {p.iterations} iteration(s), "
+        f"experiment {p.experiment}",
         f"outputs: {run_dir}/iter_<i>/<stage>/",
         "",
         *_devices(plan),
@@ -84,17 +134,10 @@ def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, pl
         f"  drops: {', '.join(prof.drops)}",
         f"  Challenger reward: {prof.challenger_reward}",
         f"  Solver reward: {prof.solver_reward}",
-        f"  micro-batches, challenger: {micro['challenger']}",
-        f"  micro-batches, solver: {micro['solver']}",
+        *[f"  micro-batches, {stage}: {text}" for stage, text in micro.items()],
         f"  iterations: {p.iterations}",
         "",
-        "stages per iteration:",
-        "  1 challenger        GRPO vs frozen Solver (uncertainty - repetition penalty)",
-        f"  2 question_generate {p.num_questions} questions (T={p.gen_temperature}, top_p={p.gen_top_p}, "
-        f"max {p.gen_max_tokens} tokens)",
-        f"  3 question_evaluate m={p.votes or prof.votes} votes, keep p_hat in {list(prof.band)}",
-        "  4 solver            GRPO on the kept questions (majority-label reward)",
-        f"  5 evaluate          {'on' if p.evaluate else 'off'}",
+        *_experiment_plan(p, plan, engines),
         "",
         "pipeline settings:",
         *[f"  {k}: {v}" for k, v in p.to_dict().items()],

@@ -1,7 +1,7 @@
 """The R-Zero iteration driver behind `scripts/main.sh`.
 
-    python -m pipeline.driver [BASE_MODEL] [TAG] [--iterations I] [--profile P] [--preset FILE]
-                              [--solver-gpus K] [--set key=value ...] [--dry-run]
+    python -m pipeline.driver [BASE_MODEL] [TAG] [--experiment NAME] [--iterations I] [--profile P]
+                              [--preset FILE] [--solver-gpus K] [--set key=value ...] [--dry-run]
                               [--accept-changed-settings]
 
 With no BASE_MODEL it runs the demo: it builds the embedded tiny model (taught the R-Zero output
@@ -12,6 +12,10 @@ formats) and runs one iteration with configs/pipeline/demo.yaml on CPU. For i = 
     question_evaluate Solver_{i-1} answers m times, majority label, band filter  -> iter_i/question_evaluate
     solver            GRPO of Solver_{i-1} on the kept questions                 -> iter_i/solver
     evaluate          benchmarks of Solver_i (and of the base model once)        -> iter_i/evaluate
+
+That is the default experiment, `rzero`. `--experiment NAME` runs another plan of the same stages
+(pipeline/experiments.py: no_rl_challenger, no_rep_penalty, no_filter, single_model): which stages
+run, which model each starts from and which reward or filter options it gets; `--dry-run` prints it.
 
 Every stage runs in its own process (`pipeline.launch`), reads its inputs from the previous stages'
 manifests, writes under `$STORAGE_PATH/<TAG>/iter_<i>/<stage>/` and marks completion last; a rerun
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -35,12 +40,14 @@ from infra.preflight import EXIT_PREFLIGHT
 from infra.stage_kit import require_output
 from pipeline.config import GENERATED_BENCHMARK, PipelineConfig, load_pipeline_config
 from pipeline.describe import describe_run
+from pipeline.experiments import BASE, EXPERIMENTS, Step, get_experiment
 from pipeline.launch import (
     StageFailed,
     challenger_config,
     evaluate_config,
     generate_config,
     label_config,
+    reward_overrides,
     run_engine_configs,
     run_stage,
     solver_config,
@@ -59,6 +66,29 @@ DEMO_PRESET = "configs/pipeline/demo.yaml"
 
 def storage_root() -> Path:
     return Path(os.environ.get("STORAGE_PATH", "storage")).resolve()
+
+
+_TAG = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def run_tag(base_model: str, given: str | None) -> str:
+    """The run's name under $STORAGE_PATH: `given`, or the base model's name (a local folder's own
+    name, or the last part of a hub id), lower-cased. A name, never a path: `[A-Za-z0-9._-]+`, not
+    `.` or `..`, so the run cannot write outside $STORAGE_PATH. Raises ValueError naming the fix."""
+    if given is not None:
+        tag = given
+    else:
+        local = Path(base_model).expanduser()
+        # A local folder named by a relative path ("." or "../model") has its name only once resolved.
+        name = local.resolve().name if local.is_dir() else base_model.rstrip("/").rsplit("/", 1)[-1]
+        tag = name.lower()
+    if not _TAG.match(tag) or tag in (".", ".."):
+        source = "the TAG given" if given is not None else f"the tag derived from the model {base_model!r}"
+        raise ValueError(
+            f"{source} ({tag!r}) is not a run name: use letters, digits, '.', '_' and '-' only (not "
+            "'.' or '..'), e.g. bash scripts/main.sh MODEL my-run"
+        )
+    return tag
 
 
 def ensure_demo_model(root: Path) -> str:
@@ -99,45 +129,54 @@ class Driver:
         )
 
     def run(self) -> str:
-        """Every iteration, stage by stage; returns the final Solver."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Every iteration, stage by stage, as the experiment's plan says; returns the final Solver."""
+        # 0700: the run's models, checkpoints (unpickled on resume) and data are its user's alone.
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "run.json", accepted_record(self.run_dir, self.record()))
         self._write_generated_benchmark()
-        challenger = solver = self.base_model
+        experiment = get_experiment(self.pipe.experiment)
         self._evaluate(self.base_model, self.run_dir / "eval_base", "base")
         for i in range(1, self.pipe.iterations + 1):
             try:
-                challenger, solver = self._iteration(i, challenger, solver)
+                for step in experiment.iteration(i):
+                    self._launch(step, i)
             except StageFailed:
                 # What the iteration did before the failure (counts, drop reasons, reward curves) is
                 # what explains it: the summary lists the finished stages and the unfinished one.
                 logger.info("summary so far: %s", write_run_summary(self.run_dir, i))
                 raise
+            logger.info("iteration %d summary: %s", i, write_run_summary(self.run_dir, i))
+        solver = self._model(experiment.solver_ref(self.pipe.iterations))
         logger.info("done: final Solver %s; summary %s", solver, self.run_dir / "summary.md")
         return solver
 
-    def _iteration(self, i: int, challenger: str, solver: str) -> tuple[str, str]:
-        """One R-Zero iteration: (Challenger_{i-1}, Solver_{i-1}) -> (Challenger_i, Solver_i)."""
-        p, plan, it = self.pipe, self.plan, self.run_dir / f"iter_{i}"
-        # Training stages keep the run's seed; sampling stages draw fresh samples every iteration.
-        config = challenger_config(p, plan, solver, challenger, it / "challenger", p.seed)
-        run_stage("challenger", it / "challenger", config)
-        new_challenger = require_output(it / "challenger", "model")
+    def _model(self, ref: str) -> str:
+        """The model a plan reference names: the base model, or a finished stage's output model."""
+        return self.base_model if ref == BASE else require_output(self.run_dir / ref, "model")
 
-        config = generate_config(p, plan, new_challenger, it / "question_generate", p.seed + i)
-        run_stage("question_generate", it / "question_generate", config)
-        questions = require_output(it / "question_generate", "questions")
+    def _launch(self, step: Step, i: int) -> None:
+        """Build the stage's config from the step (models, input, options) and run it.
 
-        config = label_config(p, plan, solver, questions, it / "question_evaluate", p.seed + i)
-        run_stage("question_evaluate", it / "question_evaluate", config)
-        dataset = require_output(it / "question_evaluate", "dataset")
-
-        run_stage("solver", it / "solver", solver_config(p, plan, solver, dataset, it / "solver", p.seed))
-        new_solver = require_output(it / "solver", "model")
-        self._evaluate(new_solver, it / "evaluate", f"iter_{i}")
-        path = write_run_summary(self.run_dir, i)
-        logger.info("iteration %d summary: %s", i, path)
-        return new_challenger, new_solver
+        Training stages keep the run's seed; sampling stages draw fresh samples every iteration."""
+        p, plan, out = self.pipe, self.plan, self.run_dir / step.out
+        model = self._model(step.model)
+        if step.stage == "evaluate":
+            self._evaluate(model, out, step.options.get("label", f"iter_{i}"))
+            return
+        if step.stage == "challenger":
+            solver = self._model(step.solver)
+            config = challenger_config(p, plan, solver, model, out, p.seed, reward_overrides(step.options))
+        elif step.stage == "question_generate":
+            config = generate_config(p, plan, model, out, p.seed + i)
+        elif step.stage == "question_evaluate":
+            questions = require_output(self.run_dir / step.data, "questions")
+            config = label_config(p, plan, model, questions, out, p.seed + i, step.options.get("band"))
+        elif step.stage == "solver":
+            dataset = require_output(self.run_dir / step.data, "dataset")
+            config = solver_config(p, plan, model, dataset, out, p.seed)
+        else:
+            raise ValueError(f"the plan names an unknown stage '{step.stage}'")
+        run_stage(step.stage, out, config)
 
     def _write_generated_benchmark(self) -> None:
         """The demo's benchmark: generated arithmetic word problems, written once into the run folder."""
@@ -165,6 +204,8 @@ def _pipeline_sets(args: argparse.Namespace) -> list[str]:
         sets.append(f"iterations={args.iterations}")
     if args.profile:
         sets.append(f"profile={args.profile}")
+    if args.experiment:
+        sets.append(f"experiment={args.experiment}")
     if args.solver_gpus is not None:
         sets.append(f"solver_gpus={args.solver_gpus}")
     if args.gpu_mem is not None:
@@ -184,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=None, help="default: the profile's (paper 3, rzero_code 5)"
     )
     parser.add_argument("--profile", default=None, choices=["paper", "rzero_code"])
+    parser.add_argument(
+        "--experiment",
+        default=None,
+        choices=list(EXPERIMENTS),
+        help="the plan the iterations follow (pipeline/experiments.py; default rzero, the paper's loop)",
+    )
     parser.add_argument("--preset", default=None, help=f"pipeline preset yaml (the demo uses {DEMO_PRESET})")
     parser.add_argument(
         "--solver-gpus", type=int, default=None, help="GPUs for the Solver servers (default half)"
@@ -221,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     if demo:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     base = str(storage_root() / "tiny-qwen3-rzero") if demo else args.base_model
-    tag = args.tag or ("demo" if demo else Path(base.rstrip("/")).name.lower())
+    try:
+        tag = run_tag(base, args.tag or ("demo" if demo else None))
+    except ValueError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_PREFLIGHT
     driver = Driver(base, tag, pipe, plan, str(CONFIG_DIR.parent / preset) if preset else None)
     checked = driver.preflight(args.accept_changed_settings, model_is_built=demo)
     if args.dry_run:

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from infra.preflight import EXIT_PREFLIGHT
 from infra.stage_kit import finished_stage, is_done, read_manifest, write_stage_config
 from infra.vllm_engines import EngineOptions
 from pipeline.config import PipelineConfig, load_pipeline_config
+from pipeline.experiments import get_experiment
 from pipeline.planner import DevicePlan, plan_devices
 from pipeline.preflight import preflight_stage
 from question_evaluate.pseudo_label import LabelConfig
@@ -127,14 +129,26 @@ def solver_config(
     )
 
 
+def reward_overrides(options: Mapping[str, Any]) -> list[str]:
+    """Engine overrides for a plan step's `reward_kwargs` option (the Challenger reward's kwargs)."""
+    kwargs = options.get("reward_kwargs") or {}
+    return [f"worker.reward.reward_kwargs.{key}={value}" for key, value in kwargs.items()]
+
+
 def run_engine_configs(
     pipe: PipelineConfig, plan: DevicePlan, base: str, run_dir: Path
 ) -> list[tuple[str, Any]]:
-    """(stage, validated effective engine config) of both training stages of a run from `base`."""
-    configs = [
-        ("challenger", build_engine_config(challenger_config(pipe, plan, base, base, run_dir, pipe.seed))),
-        ("solver", build_engine_config(solver_config(pipe, plan, base, "<dataset>", run_dir, pipe.seed))),
-    ]
+    """(stage, validated effective engine config) of each training stage the run's experiment runs
+    in an iteration (both, or the Solver's alone), as its first iteration launches it from `base`."""
+    steps = {step.stage: step for step in get_experiment(pipe.experiment).iteration(1)}
+    configs = []
+    if "challenger" in steps:
+        extra = reward_overrides(steps["challenger"].options)
+        config = challenger_config(pipe, plan, base, base, run_dir, pipe.seed, extra)
+        configs.append(("challenger", build_engine_config(config)))
+    configs.append(
+        ("solver", build_engine_config(solver_config(pipe, plan, base, "<dataset>", run_dir, pipe.seed)))
+    )
     for _, config in configs:
         config.validate(check_paths=False)
     return configs
@@ -160,8 +174,15 @@ def generate_config(
 
 
 def label_config(
-    pipe: PipelineConfig, plan: DevicePlan, solver: str, questions: str, out: Path, seed: int
+    pipe: PipelineConfig,
+    plan: DevicePlan,
+    solver: str,
+    questions: str,
+    out: Path,
+    seed: int,
+    band: tuple[float, float] | None = None,
 ) -> LabelConfig:
+    """`band`: the kept p̂ band when the experiment sets one (None: the profile's)."""
     # The longest question the Challenger can write, the chat markup, and the answer.
     engine = EngineOptions(
         devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 512 + pipe.label_max_tokens
@@ -174,6 +195,7 @@ def label_config(
         votes=pipe.votes or None,
         max_tokens=pipe.label_max_tokens,
         seed=seed,
+        band=tuple(band) if band is not None else None,
         engine=engine,
     )
 

@@ -66,6 +66,7 @@ def run_record(base_model: str, tag: str, pipe: PipelineConfig, plan: DevicePlan
     return {
         "base_model": base_model,
         "tag": tag,
+        "experiment": pipe.experiment,
         "profile": pipe.profile,
         "iterations": pipe.iterations,
         "preset": preset,
@@ -90,7 +91,8 @@ def settings_changes(recorded: dict, requested: dict) -> list[str]:
     """`key: old -> new` for each setting that differs (keys as dotted paths). A setting the older
     run.json does not have counts only when it is not at its default."""
     old, new = _flatten(recorded), _flatten(requested)
-    defaults = _flatten({"pipeline": PipelineConfig().to_dict()})
+    # (an older run.json names no experiment: it ran the default one)
+    defaults = _flatten({"pipeline": PipelineConfig().to_dict(), "experiment": PipelineConfig().experiment})
     changes = []
     for key in sorted(set(old) | set(new)):
         if key in ("changes",) or key.startswith("changes."):

@@ -190,7 +190,7 @@ def _header(run_dir: Path, iterations: list[int]) -> list[str]:
             info = json.loads(run_json.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             lines.append(f"- run.json unreadable: {e}")
-    for key in ("tag", "base_model", "profile", "preset", "iterations"):
+    for key in ("tag", "experiment", "base_model", "profile", "preset", "iterations"):
         if key in info:
             lines.append(f"- **{key}**: {_fmt(info[key])}")
     lines.append(f"- **iterations found**: {', '.join(map(str, iterations)) or 'none yet'}")

@@ -43,6 +43,10 @@ REASONS = (
 
 BAND_TOLERANCE = 1e-9
 
+# The band of the paper's "w/o filtering" ablation: every p̂ is in it, so only the label checks
+# (1-5) drop a question.
+KEEP_ALL_BAND = (0.0, 1.0)
+
 # The authors' three content drops, verbatim: `"证明" in question`, `'box' in question.lower()`,
 # `'text' in majority_answer.lower()`.
 _PROOF_ZH = "证明"
