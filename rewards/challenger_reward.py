@@ -66,11 +66,14 @@ def uncertainty(p_hat: float, profile: str) -> float:
 
 
 def challenger_scores(
-    valid: list[bool], p_hat: list[float], penalty: np.ndarray, profile: str
+    valid: list[bool], p_hat: list[float], penalty: np.ndarray, profile: str, penalty_weight: float = 1.0
 ) -> list[float]:
-    """The per-profile formula (separate from I/O so it can be checked by hand)."""
+    """The per-profile formula (separate from I/O so it can be checked by hand).
+
+    `penalty_weight` scales the repetition penalty: 0 is the paper's "w/o repetition penalty"
+    ablation (paper: max(0, uncertainty); rzero_code: min(p_hat, 1 - p_hat), invalid -1)."""
     scores = []
-    for ok, p, pen in zip(valid, p_hat, penalty.tolist()):
+    for ok, p, pen in zip(valid, p_hat, (penalty_weight * penalty).tolist()):
         u = uncertainty(p, profile)
         if profile == "paper":
             scores.append(max(0.0, u - pen) if ok else 0.0)
@@ -92,10 +95,12 @@ def compute_challenger_reward(
     request_timeout_s: float = 900.0,
     max_retries: int = 3,
     grader_workers: int = 2,
+    penalty_weight: float = 1.0,
     **_: object,
 ) -> list[dict]:
     """Batch reward: `overall` plus `uncertainty` (the profile's term), `penalty`, `valid`, `p_hat`
-    and `m` (the answers p_hat is a share of) for logging."""
+    and `m` (the answers p_hat is a share of) for logging. `penalty_weight` scales the penalty in
+    `overall` (0: the no-penalty ablation); `penalty` is logged unscaled, as it would apply."""
     uncertainty(0.5, profile)  # an unknown profile fails before the Solver is asked anything
     if not solver_endpoints_file:
         raise ValueError(
@@ -125,7 +130,7 @@ def compute_challenger_reward(
     questions = [p.question if p.valid else "" for p in parsed]
     penalty = repetition_penalty(questions, distance_threshold)
     valid = [p.valid for p in parsed]
-    scores = challenger_scores(valid, p_hat, penalty, profile)
+    scores = challenger_scores(valid, p_hat, penalty, profile, penalty_weight)
     return [
         {
             "overall": score,
