@@ -23,6 +23,7 @@ up to max_tokens.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -139,7 +140,11 @@ def _run_sequence(config, prompts_raw: list[list[int]]) -> dict:
         assert engine.sleeping_tags == {"weights", "kv_cache"}, "vLLM must sleep during the actor's passes"
     seq = prompts_raw[0] + responses[-1][0]
     scores = group.score_with_rollout([seq], [len(prompts_raw[0])])[0]
+    vllm_config = engine.llm.llm_engine.vllm_config  # what vLLM resolved from the rollout settings
     return {
+        "runner_env": os.environ.get("VLLM_USE_V2_MODEL_RUNNER"),
+        "use_v2_model_runner": vllm_config.use_v2_model_runner,
+        "max_num_seqs": vllm_config.scheduler_config.max_num_seqs,
         "calls": engine.calls,
         "marks": marks,
         "responses": responses,
@@ -172,6 +177,7 @@ def sequence(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> d
             "trainer.n_devices_per_node=1",
             f"data.max_response_length={MAX_TOKENS}",
             "worker.rollout.n=2",
+            "worker.rollout.max_num_seqs=24",
         ]
     )
     result = run_local(_run_sequence, 1, config, prompts)[0]
@@ -210,6 +216,12 @@ def test_worker_sequence_follows_the_sleep_rules(sequence: dict) -> None:
     assert score == [("wake_up", ("weights", "kv_cache")), ("generate",), ("sleep", 1)]
     assert sequence["asleep"] == ["kv_cache", "weights"]
     assert len(sequence["scores"]) == len(sequence["responses"][-1][0])
+
+
+def test_rollout_engine_gets_the_runner_and_batch_settings(sequence: dict) -> None:
+    """worker.rollout.model_runner (v1 by default) and max_num_seqs reach the engine vLLM builds."""
+    assert sequence["runner_env"] == "0" and sequence["use_v2_model_runner"] is False
+    assert sequence["max_num_seqs"] == 24
 
 
 def test_rollout_stops_at_the_chat_templates_end_of_turn(sequence: dict) -> None:

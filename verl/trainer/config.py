@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from verl.trainer.core_algos import LOSS_AGG_MODES
+from verl.utils.vllm_runner import VLLM_MODEL_RUNNERS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -127,6 +128,15 @@ class RolloutConfig:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.6
     max_num_batched_tokens: int = 8192
+    # Set explicitly: vLLM 0.32 defaults to 1024 on H100/H200 (256 elsewhere); the memory plan
+    # sizes the sampler's logits and the CUDA graphs for this many sequences.
+    max_num_seqs: int = 256
+    # vLLM 0.32 picks its experimental Model Runner V2 on CUDA whenever Triton imports, while the
+    # CPU runner every test exercises derives from V1: v1 (default) | v2 | auto (vLLM decides).
+    model_runner: str = "v1"
+    # true: vLLM backs its CUDA-graph pool up to host memory while asleep (its default keeps it on
+    # the GPU; the memory plan then counts it in the experience and update phases).
+    sleep_offload_cudagraph: bool = False
     enforce_eager: bool = False  # always eager on CPU
     cpu_kvcache_space_gib: int = 1
     val_temperature: float = 0.6
@@ -415,6 +425,11 @@ def validate_config(cfg: PPOConfig, world_size: int | None = None, check_paths: 
         rollout.seed_mode in ("auto", "per_request", "per_engine"),
         "worker.rollout.seed_mode must be auto, per_request or per_engine",
     )
+    _require(
+        rollout.model_runner in VLLM_MODEL_RUNNERS,
+        f"worker.rollout.model_runner must be one of {', '.join(VLLM_MODEL_RUNNERS)} (v1: the runner CI tests)",
+    )
+    _require(rollout.max_num_seqs >= 1, "worker.rollout.max_num_seqs must be >= 1")
     _require(
         cfg.trainer.memory_check in ("warn", "error", "off"),
         "trainer.memory_check must be warn, error or off",

@@ -50,8 +50,10 @@ RUNTIME_OVERHEAD_BYTES = int(1.5 * GIB)
 FRAGMENTATION = 0.05
 USABLE_FRACTION = 0.97
 VLLM_ASLEEP_BYTES = int(0.25 * GIB)  # vLLM tensors outside its sleep-mode pool (input buffers, ...)
+# vLLM's CUDA-graph pool (captured decode graphs and their buffers): vLLM 0.32 keeps it on the GPU
+# while asleep unless `sleep_mode_offload_cudagraph` is on (worker.rollout.sleep_offload_cudagraph).
+VLLM_CUDA_GRAPH_BYTES = int(0.5 * GIB)
 HEAD_CHUNK_ELEMENTS = 1 << 26  # as verl.utils.torch_functional._CHUNK_ELEMENTS
-VLLM_MAX_NUM_SEQS = 256
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,7 @@ def plan_memory(
             notes.append("optimizer_offload=null resolves to true: Adam does not fit beside vLLM")
     resident = {**statics, "adam": 0 if offload else statics["adam"]}
     generate = _generate_phase(shape, rollout_cfg, resident, gpu, longest)
-    asleep = VLLM_ASLEEP_BYTES if rollout else 0
+    asleep = vllm_asleep_bytes(rollout_cfg) if rollout else 0
     experience = _experience_phase(shape, config, resident, gpu, longest, padding_free, asleep)
     update = _update_phase(shape, config, statics, world, gpu, longest, padding_free, asleep)
     phases = {"generate": generate, "experience": experience, "update": update}
@@ -344,6 +346,18 @@ def plan_memory(
         del phases["generate"]
     _advise(phases, shape, config, resident, offload)
     return MemoryPlan(actor.model.model_path, shape, world, gpu_mem_gib, bool(offload), phases, notes)
+
+
+def cuda_graph_bytes(rollout: Any) -> int:
+    """vLLM's CUDA-graph pool: none in eager mode."""
+    return 0 if rollout.enforce_eager else VLLM_CUDA_GRAPH_BYTES
+
+
+def vllm_asleep_bytes(rollout: Any) -> int:
+    """What a sleeping vLLM engine still holds on the GPU: buffers outside its sleep pool, and the
+    CUDA-graph pool unless it is backed up to host memory while asleep."""
+    graphs = 0 if rollout.sleep_offload_cudagraph else cuda_graph_bytes(rollout)
+    return VLLM_ASLEEP_BYTES + graphs
 
 
 def _generate_phase(
@@ -354,7 +368,8 @@ def _generate_phase(
     weights = 2 * shape.num_params // tp
     batched = max(rollout.max_num_batched_tokens, longest)
     activations = batched * activation_bytes_per_token(shape, "experience") // tp
-    activations += VLLM_MAX_NUM_SEQS * shape.vocab_size * 8 + int(0.5 * GIB)  # logits, sampler, graphs
+    # the sampler's fp32 logits (and a copy) of max_num_seqs sequences at once, and the graph pool
+    activations += rollout.max_num_seqs * shape.vocab_size * 8 + cuda_graph_bytes(rollout)
     kv = budget - weights - activations
     phase = _finish(
         "generate",

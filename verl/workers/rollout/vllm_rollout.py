@@ -30,6 +30,7 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.config import RolloutConfig
 from verl.utils.device import vllm_dtype
+from verl.utils.vllm_runner import apply_model_runner
 
 SLEEP_TAGS = ("weights", "kv_cache")
 
@@ -104,6 +105,7 @@ class VLLMRollout:
     ):
         from vllm import LLM
 
+        apply_model_runner(config.model_runner)  # read by vLLM while it builds the engine's config
         return LLM(
             model=model_path,
             dtype=vllm_dtype(self.device),
@@ -117,6 +119,9 @@ class VLLMRollout:
             enable_chunked_prefill=self.device != "cpu",
             gpu_memory_utilization=config.gpu_memory_utilization,
             enable_sleep_mode=self.device == "cuda",  # vLLM has no sleep mode on CPU
+            # The CUDA-graph pool: on the GPU while asleep unless backed up (memory plan counts it).
+            sleep_mode_offload_cudagraph=self.device == "cuda" and config.sleep_offload_cudagraph,
+            max_num_seqs=config.max_num_seqs,  # explicit: vLLM's default depends on the GPU
             # vLLM's custom all-reduce kernels do not survive sleep/wake of the engine's memory (as
             # EasyR1 and verl, use NCCL for TP); irrelevant at TP=1.
             disable_custom_all_reduce=True,
