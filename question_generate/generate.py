@@ -2,7 +2,8 @@
 
 One response per Challenger prompt (`rzero.prompts.challenger_messages(variant, i)`, i = 0..N-1),
 temperature 1.0, top_p 0.95, at most 4096 new tokens; every sample is parsed with
-`rewards.answer_parsing.parse_challenger_output` and kept, unparseable ones with valid=false.
+`question_generate.parsing.parse_generated` (the profile's generation rule, which in `rzero_code`
+is not the reward's) and kept, unparseable ones with valid=false.
 
 Output folder:
     questions.jsonl   one row per sample, in prompt order: {"id", "raw", "question", "answer",
@@ -43,7 +44,7 @@ from infra.vllm_engines import (
     shutdown_llm,
     stop_ids_for,
 )
-from rewards.answer_parsing import parse_challenger_output
+from question_generate.parsing import parse_generated
 from rzero.prompts import VARIANTS, challenger_messages
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
@@ -66,7 +67,7 @@ class GenerateConfig:
     top_p: float = 0.95
     max_tokens: int = 4096
     seed: int = 0
-    profile: str = "paper"  # how a sample is parsed (rzero_code: a box-less question is valid)
+    profile: str = "paper"  # how a sample is parsed (rzero_code: a question block and any \boxed{)
     engine: EngineOptions = field(default_factory=EngineOptions)
 
     @classmethod
@@ -133,7 +134,7 @@ def _generate_shard(spec: dict, shard: int) -> None:
 
 
 def _question_row(index: int, out: Sample, shard: int, profile: str) -> dict:
-    parsed = parse_challenger_output(out.text, profile)
+    parsed = parse_generated(out.text, profile)
     return {
         "id": f"q{index:06d}",
         "raw": out.text,
