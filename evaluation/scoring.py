@@ -77,11 +77,21 @@ def extract_math(response: str) -> str | None:
 
 _SINGLE_LETTER = re.compile(r"\(?\s*([A-Za-z])\s*\)?[.:]?")
 _LEADING_LETTER = re.compile(r"(?:\(([A-Z])\)|([A-Z])[.:)])(?:\s|$)")
-# "The answer is (C)", "Answer: C", "final answer: **B**" - the last such line wins.
-_ANSWER_LINE = re.compile(r"(?i:answer)\s*(?:(?i:is)\s*:?|:)\s*\**\s*\(?([A-Z])\)?(?![A-Za-z0-9])")
+# "The answer is (C)", "Answer: C", "final answer: **B**" - the last such line wins. Written as
+# `answer\s*(?:is\s*:?|:)\s*\**\s*\(?X` reads, but with no two whitespace runs next to each other
+# (`is\s*:?\s*\**\s*` backtracks cubically over a long whitespace run after "answer is").
+_ANSWER_LINE = re.compile(
+    r"(?i:answer)\s*(?:(?i:is)\s*(?::\s*)?|:\s*)(?:\*+\s*)?\(?([A-Z])\)?(?![A-Za-z0-9])"
+)
+# A box this long cannot hold a letter or an option's text: it is not read as a choice (the
+# "answer is" line decides), which bounds the fixed-point unwrapping of `\text{}` wrappers (one
+# pass per nesting level) on model output.
+MAX_CHOICE_BOX_CHARS = 2000
 
 
 def _letter_from_box(content: str, options: Sequence[str]) -> str | None:
+    if len(content) > MAX_CHOICE_BOX_CHARS:
+        return None
     valid = OPTION_LETTERS[: len(options)]
     text = _unwrap_latex(content)
     match = _SINGLE_LETTER.fullmatch(text)

@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, wait
 
 from rewards.answer_parsing import normalize_answer
 from rewards.grader_worker import BACKENDS, spawn_worker
-from rewards.math_verify_grading import numeric_verdict
+from rewards.math_verify_grading import cheap_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class GraderPool:
             verdict, stat = self._cheap_verdict(a, b) if a and b else (None, "")
             prepared.append((a, b, key, verdict, stat))
 
-        results: list[bool] = [False] * len(prepared)
+        results: list[bool | None] = [False] * len(prepared)
         waiting: list[tuple[int, Future]] = []
         with self._lock:
             self._raise_if_unusable_locked()
@@ -244,10 +244,7 @@ class GraderPool:
             # grade_answer(x, x) is always True (its first test compares normal forms of the two);
             # nothing else about it is certain, e.g. it refuses 2/4 for 1/2 and accepts x=3 for 3.
             return (True, "string_matches") if a == b else (None, "")
-        norm_a, norm_b = _cached_normalize(a), _cached_normalize(b)
-        if norm_a == norm_b:
-            return True, "string_matches"
-        return numeric_verdict(norm_a, norm_b), "numeric_shortcuts"
+        return cheap_verdict(_cached_normalize(a), _cached_normalize(b))
 
     def stats_snapshot(self) -> dict[str, int]:
         """A copy of `stats` taken under the lock."""

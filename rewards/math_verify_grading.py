@@ -13,21 +13,40 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from rewards.answer_parsing import split_assignment
+
 # ----------------------------------------------------------------------------------------------
 # Cheap checks (in the caller, no worker): what math-verify would say, where that is certain
 # ----------------------------------------------------------------------------------------------
 
-_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+# A trailing point is not a number for math-verify ("3." is not 3); one way to match each string,
+# so that a failed match costs linear time (`\d+\.?\d*` backtracks quadratically on long digits).
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)")
 _LATEX_FRACTION = re.compile(r"(-?)\\frac\{([-+]?\d+)\}\{([-+]?\d+)\}")
 _SLASH_FRACTION = re.compile(r"([-+]?\d+)/([-+]?\d+)")
 # Decimals longer than this could lose digits in sympy's 15-digit floats: left to the grader.
 _MAX_DECIMAL_DIGITS = 12
 # math-verify compares floats after rounding to 6 decimals; a gap above 1e-5 survives that rounding.
 _DECIMAL_GAP = Fraction(1, 10**5)
+# Longer numbers are left to the grader: int() and Fraction() refuse strings of more than 4,300
+# digits (sys.int_info.default_max_str_digits) with a ValueError, and a model may write them.
+_MAX_NUMBER_CHARS = 200
 
 
 def _simple_number(norm: str) -> tuple[Fraction, bool] | None:
-    """(value, is_decimal) of an integer, decimal or integer-fraction literal; else None."""
+    """(value, is_decimal) of an integer, decimal or integer-fraction literal; else None.
+
+    None too for a literal longer than `_MAX_NUMBER_CHARS` (or one Python refuses to convert).
+    """
+    if len(norm) > _MAX_NUMBER_CHARS:
+        return None
+    try:
+        return _parse_simple_number(norm)
+    except ValueError:  # a conversion limit: the grader decides
+        return None
+
+
+def _parse_simple_number(norm: str) -> tuple[Fraction, bool] | None:
     if _PLAIN_NUMBER.fullmatch(norm):
         is_decimal = "." in norm
         if is_decimal and len(norm.lstrip("+-").replace(".", "").lstrip("0")) > _MAX_DECIMAL_DIGITS:
@@ -60,6 +79,27 @@ def numeric_verdict(norm_a: str, norm_b: str) -> bool | None:
     if not (decimal_a or decimal_b) or abs(value_a - value_b) > _DECIMAL_GAP:
         return False
     return None
+
+
+def cheap_verdict(norm_a: str, norm_b: str) -> tuple[bool | None, str]:
+    """What math-verify says about two answers, in either direction, where that is certain.
+
+    Takes `rewards.answer_parsing.normalize_answer` forms. Returns (verdict, how): (True,
+    "string_matches") for equal normal forms, or equal values of a one-letter assignment and a
+    plain answer or of two assignments of the same letter (``x=3`` / ``3``); (bool,
+    "numeric_shortcuts") from `numeric_verdict` on those values; (None, "") otherwise, e.g. for
+    assignments of different letters (``x=3`` / ``y=3``, which math-verify compares as equations).
+    """
+    if norm_a == norm_b:
+        return True, "string_matches"
+    var_a, value_a = split_assignment(norm_a)
+    var_b, value_b = split_assignment(norm_b)
+    if var_a and var_b and var_a != var_b:
+        return None, ""
+    if value_a == value_b:
+        return True, "string_matches"
+    verdict = numeric_verdict(value_a, value_b)
+    return (verdict, "numeric_shortcuts") if verdict is not None else (None, "")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from rewards.answer_parsing import (
     last_boxed,
     normalize_answer,
     parse_challenger_output,
+    split_assignment,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -133,23 +134,22 @@ def test_extract_answer_per_profile() -> None:
         ("$42$", "42"),
         ("$$42$$", "42"),
         (r"\(42\)", "42"),
-        ("42.", "42"),
         (r"\dfrac{1}{2}", r"\frac{1}{2}"),
         (r"\tfrac{1}{2}", r"\frac{1}{2}"),
         (r"\left( 1, 2 \right)", "(1,2)"),
-        (r"\left.\frac{x}{2}\right|", r"\frac{x}{2}|"),  # invisible delimiter dropped whole
-        (r"1\,000", "1000"),
-        (r"3\!\cdot\!4", r"3\cdot4"),
+        (r"\left[ 1, 2 \right]", "[1,2]"),
+        (r"x\,+\,1", "x+1"),
+        (r"3\!\cdot\!4", r"3\cdot 4"),  # a space, not nothing: `\pi\,r` must not become `\pir`
         (r"\text{yes}", "yes"),
         (r"\mathrm{B}", "B"),
-        (r"\textbf{(C)}.", "(C)"),
+        (r"\textbf{(C)}", "(C)"),
+        (r"\text{ no solution }", "no solution"),
         (r"\boxed{7}", "7"),
         (r"90^\circ", "90"),
         (r"90^{\circ}", "90"),
-        ("90°", "90"),
-        ("x = 3", "3"),
-        ("y=2x+1", "2x+1"),
-        (r"$\text{x = 5}$.", "5"),  # nested wrappers
+        ("x = 3", "x=3"),  # the assignment stays: see split_assignment
+        (r"$\boxed{\text{yes}}$", "yes"),  # nested wrappers
+        (r"\boxed{x = 5}", "x=5"),
         ("x + y", "x+y"),
         (r"\frac {1} {2}", r"\frac{1}{2}"),
         (None, ""),
@@ -169,6 +169,14 @@ def test_normalize_answer(raw: str | None, expected: str) -> None:
         (r"50\%", r"50\%"),  # percent is not dropped: 50% is 0.5, not 50
         (r"\text{5} \text{cm}", r"\text{5}\text{cm}"),  # wrapper not around the whole answer
         (r"f(x)=2", "f(x)=2"),
+        # Forms math-verify does not equate with the stripped one (tests/test_grader.py):
+        ("42.", "42."),  # "42." is not 42 for math-verify
+        (r"1\,000", r"1\,000"),  # a thin space between digits: math-verify reads 000
+        ("90°", "90°"),  # only ^\circ and ^{\circ} are degrees to math-verify
+        (r"\left.\frac{x}{2}\right|", r"\left.\frac{x}{2}|"),  # `\left.x\right|_0` is not `x|_0`
+        (r"\text{3.5}", r"\text{3.5}"),  # a font macro only around letters: \text{3.5} is a string
+        (r"\text{x = 5}", r"\text{x=5}"),
+        (r"\operatorname{abc}", r"\operatorname{abc}"),
     ],
 )
 def test_normalize_answer_is_conservative(raw: str, expected: str) -> None:
@@ -176,7 +184,22 @@ def test_normalize_answer_is_conservative(raw: str, expected: str) -> None:
 
 
 def test_normalize_answer_equates_surface_variants_only() -> None:
-    same = [r"$\dfrac{1}{2}$", r"\frac{1}{2}.", r"  \frac {1}{2} ", r"x=\tfrac{1}{2}"]
+    same = [r"$\dfrac{1}{2}$", r"\boxed{\tfrac{1}{2}}", r"  \frac {1}{2} ", r"\(\frac{1}{2}\)"]
     assert len({normalize_answer(s) for s in same}) == 1
     # Mathematically equal but textually different forms are left to the grader.
     assert normalize_answer(r"\frac{1}{2}") != normalize_answer("0.5")
+
+
+@pytest.mark.parametrize(
+    ("norm", "expected"),
+    [
+        ("x=3", ("x", "3")),
+        ("y=2x+1", ("y", "2x+1")),
+        ("x=y=3", ("", "x=y=3")),  # two `=`: an equation chain, not an assignment
+        ("f(x)=2", ("", "f(x)=2")),
+        ("3", ("", "3")),
+        ("x=", ("", "x=")),
+    ],
+)
+def test_split_assignment(norm: str, expected: tuple[str, str]) -> None:
+    assert split_assignment(norm) == expected

@@ -262,15 +262,17 @@ def test_solver_reward_per_profile() -> None:
         {"response": "<think>a</think> \\boxed{2/4}", "ground_truth": "1/2"},
         # mathruler's extraction needs the exact opener `\boxed{`; last_boxed also reads `\boxed {`.
         {"response": "<think>b</think> \\boxed {6}", "ground_truth": "6"},
-        # The authors' fullmatch: text before <think> breaks the format.
+        # rzero_code removes whitespace around `<`, `>`, `/` before its fullmatch: a space before
+        # <think> keeps the format point there (paper's logged format reads the raw text).
         {"response": " <think>c</think> \\boxed{8}", "ground_truth": "8"},
     ]
     paper = compute_solver_reward(items, profile="paper")
     assert [r["overall"] for r in paper] == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     code = compute_solver_reward(items, profile="rzero_code")
     assert [r["accuracy"] for r in code] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
-    assert [r["format"] for r in code] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
-    assert [r["overall"] for r in code] == pytest.approx([1.0, 0.9, 0.1, 0.0, 0.1, 0.0, 0.9])
+    assert [r["format"] for r in code] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    assert [r["overall"] for r in code] == pytest.approx([1.0, 0.9, 0.1, 0.0, 0.1, 0.0, 1.0])
+    assert [r["format"] for r in paper][6] == 0.0
 
 
 def test_format_is_the_authors_fullmatch() -> None:
@@ -279,3 +281,19 @@ def test_format_is_the_authors_fullmatch() -> None:
     assert not format_ok("\\boxed{1}<think></think>")  # the box must follow </think>
     assert not format_ok("\n<think>a</think>\\boxed{1}")  # nothing may precede <think>
     assert not format_ok("<think>a</think> the answer is 1")
+
+
+def test_rzero_code_removes_whitespace_around_tags_first() -> None:
+    """Spec section 2: ``re.sub(r"\\s*(<|>|/)\\s*", r"\\1", text)`` before format and accuracy."""
+    items = [
+        {"response": "\n<think>a</think>\n\\boxed{7}", "ground_truth": "7"},  # newline before <think>
+        {"response": "< think >a< /think > \\boxed{7}", "ground_truth": "7"},  # spaced-out tags
+        {"response": "<think>a</think> \\boxed{x \n< 3}", "ground_truth": "x<3"},  # inside the box too
+        {"response": "\n<think>a \\boxed{7}", "ground_truth": "7"},  # still no </think>
+    ]
+    code = compute_solver_reward(items, profile="rzero_code")
+    assert [r["format"] for r in code] == [1.0, 1.0, 1.0, 0.0]
+    assert [r["accuracy"] for r in code] == [1.0, 1.0, 1.0, 1.0]
+    assert [r["overall"] for r in code] == pytest.approx([1.0, 1.0, 1.0, 0.9])
+    # The raw text fails the authors' fullmatch: the clean-up is what gives the point.
+    assert not format_ok(items[0]["response"]) and not format_ok(items[1]["response"])
