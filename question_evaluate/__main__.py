@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     add_engine_args(parser)
     parser.add_argument("--grader-workers", type=int, default=None)
-    parser.add_argument("--grader-timeout-s", type=float, default=5.0)
+    parser.add_argument(
+        "--grader-timeout-s",
+        type=float,
+        default=None,
+        help="seconds per grader call (default: the profile's grader's, paper 5, rzero_code 10, as the driver)",
+    )
     parser.add_argument("--band", type=_band, default=None, help='"LOW,HIGH" replacing the profile band')
     parser.add_argument("--push-to-hub", action="store_true", help="also push train.parquet to the HF Hub")
     parser.add_argument("--hub-repo", default=None, help="hub dataset name (default: from the run folder)")

@@ -40,7 +40,8 @@ from infra.vllm_engines import EngineOptions
 from question_evaluate.filtering import count_reasons, filter_question
 from question_evaluate.outputs import plot_p_hat_histogram, write_dataset
 from question_evaluate.solver_answers import AnswerSampling, solver_answers
-from rewards.voting import LABEL, VoteResult, make_grader_pool, vote
+from rewards.grader import DEFAULT_TIMEOUT_S
+from rewards.voting import LABEL, VoteResult, grader_backend, make_grader_pool, vote
 from rzero.profiles import get_profile
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
@@ -103,6 +104,13 @@ class LabelConfig:
         if votes < 1:
             raise ValueError(f"votes must be >= 1, got {votes}")
         return votes, tuple(self.band) if self.band is not None else profile.band
+
+    def grader_timeout(self) -> float:
+        """Seconds per grader call: `grader_timeout_s`, or the profile's grader's (math-verify 5 s,
+        mathruler 10 s: the authors' limit per grade_answer call), whoever launches the stage."""
+        if self.grader_timeout_s is not None:
+            return float(self.grader_timeout_s)
+        return DEFAULT_TIMEOUT_S[grader_backend(self.profile)]
 
 
 def default_grader_workers() -> int:
@@ -199,7 +207,7 @@ def pseudo_label(config: LabelConfig, answer_fn: AnswerFn | None = None) -> dict
         top_k=config.top_k,
         max_tokens=config.max_tokens,
         seed=config.seed,
-        grader_timeout_s=config.grader_timeout_s,
+        grader_timeout_s=config.grader_timeout(),
     )
     if (done := finished_stage(out, STAGE, recorded)) is not None:
         return done
@@ -238,7 +246,7 @@ def pseudo_label(config: LabelConfig, answer_fn: AnswerFn | None = None) -> dict
     if len(answers) != len(questions):
         raise ValueError(f"{len(answers)} answer lists for {len(questions)} questions")
     t_answered = time.perf_counter()
-    results, grader_stats = vote_all(answers, config.profile, config.grader_workers, config.grader_timeout_s)
+    results, grader_stats = vote_all(answers, config.profile, config.grader_workers, config.grader_timeout())
     t_voted = time.perf_counter()
 
     labelled = labelled_rows(valid_rows, answers, results, config.profile, band)

@@ -364,3 +364,27 @@ def test_rzero_code_labelling_rules_through_the_stage(tmp_path: Path) -> None:
     # One grade_answer call, timed out; the reverse grade_answer("1/3", "9**9**9") never ran.
     assert stats["grader"]["verify_calls"] == 1 and stats["grader_timeouts"] == 1
     assert manifest["counts"]["grader_timeouts"] == 1
+    assert manifest["config"]["grader_timeout_s"] == 1.5
+
+
+@pytest.mark.parametrize(("profile", "seconds"), [("paper", 5.0), ("rzero_code", 10.0)])
+def test_the_cli_and_the_driver_give_the_same_grader_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, profile: str, seconds: float
+) -> None:
+    # The stage script (`python -m question_evaluate`, no option) and the driver label with the same
+    # per-call limit: the profile's grader's (mathruler 10 s, the authors' limit per grade_answer).
+    from pipeline.config import load_pipeline_config
+    from pipeline.launch import label_config
+    from pipeline.planner import plan_devices
+    from question_evaluate.__main__ import _config_from_args, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["solver", "q.jsonl", str(tmp_path / "out"), "--profile", profile])
+    cli = _config_from_args(parser, args)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    pipe = load_pipeline_config(None, [f"profile={profile}"])
+    driver = label_config(pipe, plan_devices(None, None, pipe.cpu_ranks), "solver", "q.jsonl", tmp_path, 0)
+    assert cli.grader_timeout_s == driver.grader_timeout_s
+    assert cli.grader_timeout() == driver.grader_timeout() == seconds
+    args = parser.parse_args(["solver", "q.jsonl", str(tmp_path), "--grader-timeout-s", "2.5"])
+    assert _config_from_args(parser, args).grader_timeout() == 2.5
