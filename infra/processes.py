@@ -303,3 +303,73 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         logger.debug("process group %d already gone when sending %s", pgid, sig.name)
+
+
+# ---------------------------------------------------------------- who listens on a loopback port
+
+_TCP_LISTEN = "0A"  # state column of /proc/net/tcp(6)
+# Local addresses (as /proc/net/tcp(6) writes them) of a listener that takes connections to
+# 127.0.0.1: the address itself, the IPv4 wildcard, the IPv6 wildcard (dual-stack) and the
+# IPv4-mapped loopback address.
+_RECEIVES_LOOPBACK = {
+    "tcp": ("0100007F", "00000000"),
+    "tcp6": ("00000000000000000000000000000000", "0000000000000000FFFF00000100007F"),
+}
+
+
+def loopback_listeners(port: int) -> dict[int, int]:
+    """`{socket inode: owner uid}` of every TCP socket listening on `port` that takes connections
+    to 127.0.0.1 (bound to it, to a wildcard address, or to its IPv4-mapped IPv6 form), read from
+    /proc/net/tcp and /proc/net/tcp6 (this process's network namespace). Empty: nobody listens."""
+    found: dict[int, int] = {}
+    for table, addresses in _RECEIVES_LOOPBACK.items():
+        try:
+            with open(f"/proc/net/{table}", encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            address, _, port_hex = fields[1].partition(":")
+            if int(port_hex, 16) == port and address.upper() in addresses:
+                found[int(fields[9])] = int(fields[7])
+    return found
+
+
+def socket_inodes(pids: Iterable[int]) -> dict[int, int]:
+    """`{socket inode: pid}` of the sockets the given processes hold open (their /proc/<pid>/fd
+    links `socket:[inode]`); processes that ended or whose fds we may not read are skipped."""
+    found: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                found[int(target[8:-1])] = pid
+    return found
+
+
+def foreign_listeners(port: int, pgid: int) -> tuple[list[str], bool]:
+    """Who listens on 127.0.0.1:`port` besides the processes of group `pgid`.
+
+    Returns (descriptions of the listening sockets no member of the group holds, whether a member
+    holds one). A server counts as ready only when the list is empty and the flag is true: another
+    program (another local user's, too) may bind the port first and answer readiness checks."""
+    listeners = loopback_listeners(port)
+    if not listeners:
+        return [], False
+    ours = socket_inodes(process_group_members(pgid))
+    foreign = [
+        f"socket inode {inode} of uid {uid}" + (" (this user)" if uid == os.getuid() else " (another user)")
+        for inode, uid in sorted(listeners.items())
+        if inode not in ours
+    ]
+    return foreign, any(inode in ours for inode in listeners)

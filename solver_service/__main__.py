@@ -1,7 +1,11 @@
 """`python -m solver_service --model DIR --log-dir D --endpoints-file F`: the Solver service for shell
 drivers (see solver_service.server). Stays in the foreground until SIGTERM/SIGINT, then stops its
 servers and exits 0; exits 1 if the start fails or a server dies. F is written atomically once every
-server is healthy and removed on exit."""
+server is healthy and removed on exit.
+
+The servers' API key comes from $RZERO_SOLVER_API_KEY, which must be set (to a random secret) in the
+environment of this command and of its clients: the key is never written to F, a log or a command
+line. Exits 2 when it is not set."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.logs import setup_logging
-from solver_service.server import SolverService, SolverServiceError
+from solver_service.server import API_KEY_ENV, SolverService, SolverServiceError
 from verl.utils.fs import atomic_write_json
 
 logger = logging.getLogger("solver_service")
@@ -51,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     Exit code 0 after a signal, 1 if the start failed or a server died on its own."""
     setup_logging()
     args = _parse_args(argv)
+    if not os.environ.get(API_KEY_ENV):
+        # A key made up here could reach no client: the environment is the only channel it may take.
+        logger.error(
+            "set %s to a random secret in the environment of this command and of its clients, e.g. "
+            "export %s=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            API_KEY_ENV,
+            API_KEY_ENV,
+        )
+        return 2
     endpoints_file = Path(args.endpoints_file)
     signalled = threading.Event()
 

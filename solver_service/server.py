@@ -13,8 +13,22 @@ reserves, or a single server on a CPU machine. This module owns those processes:
 - the supervisor gets SIGTERM when this process dies, even by SIGKILL (PR_SET_PDEATHSIG), and then
   stops the whole group (SIGKILL after the grace period): vLLM's API server alone ignores a SIGTERM
   that comes while its engine starts, and its engine core outlives an API server killed by SIGKILL;
-- readiness is `GET /health` then `GET /v1/models` answering with our model name, under a deadline;
-  a server that exits early fails the start at once with the tail of its log;
+- every server requires an API key: a random one (or `$RZERO_SOLVER_API_KEY` when set), given to
+  the server in its environment (`VLLM_API_KEY`, read by vLLM's API server), never on its command
+  line (which every local user can read in /proc), in a file or in a log; `start()` exports it as
+  `$RZERO_SOLVER_API_KEY` in this process, where the client (and Ray's workers, started later,
+  which inherit the environment) read it;
+- readiness: the listening socket on the server's port belongs to a process of the server's own
+  process group (mapped through /proc/net/tcp(6) and /proc/<pid>/fd: another local user may bind
+  the port first and answer readiness checks; such a port is given up for another one), then
+  `GET /health` and `GET /v1/models` (with the key) answering with our model name, under a
+  deadline; a server that exits early fails the start at once with the tail of its log;
+- once ready, a watchdog thread checks every few seconds that the servers still run and logs the
+  death of one at once, naming it, with its exit code and log tail (`check_alive()` raises the
+  same); the client fails over to the other servers, and fails with a clear error when none answers;
+- the servers run with `--generation-config vllm`: a model's generation_config.json
+  (repetition_penalty, min_p, ...) never sets defaults of a request, as in the offline engines
+  (`infra.vllm_engines`, the rollout), which pass every sampling parameter explicitly;
 - the PIDs, each with its process start time, are written to `<log_dir>/solver_service.json` as
   soon as they exist (and every process of each group once it is ready); `start()` first stops what
   a previous attempt recorded there and is still running (PID *and* start time match: a reused PID
@@ -28,7 +42,8 @@ Library use:
 
 Shell use (the process stays in the foreground until SIGTERM/SIGINT, then stops its servers and
 exits 0; it exits 1 if the start fails or a server dies; F is written atomically once every server is
-healthy and removed on exit):
+healthy and removed on exit; the key comes from the environment, shared with the clients):
+    export RZERO_SOLVER_API_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
     python -m solver_service --model DIR --devices 0,1 --log-dir D --endpoints-file F &
     SOLVER_PID=$!
     trap 'kill $SOLVER_PID 2>/dev/null; wait $SOLVER_PID' EXIT
@@ -40,6 +55,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -57,6 +73,7 @@ from infra.processes import (
     LOOPBACK,
     OwnerStillRunning,
     find_free_port,
+    foreign_listeners,
     log_tail,
     parent_death_signal,
     pids_file_content,
@@ -71,6 +88,9 @@ from verl.utils.fs import atomic_write_json
 logger = logging.getLogger(__name__)
 
 PIDS_FILE_NAME = "solver_service.json"
+# The service's API key: read from here when set, exported here by `start()` (clients read it here).
+API_KEY_ENV = "RZERO_SOLVER_API_KEY"
+WATCH_INTERVAL_S = 2.0  # how often the watchdog looks whether the servers still run
 ORPHAN_GRACE_S = 5.0  # how long engine processes may outlive their API server once it has exited
 # What a server's log says when its port was taken between our probe and its bind.
 _BIND_ERROR_MARKERS = ("address already in use", "errno 98", "eaddrinuse")
@@ -93,6 +113,7 @@ class SolverServer:
     sigterm_sent: bool = False  # a second SIGTERM makes uvicorn skip its graceful shutdown
     ready_after_s: float | None = None
     bind_failures: list[int] = field(default_factory=list)  # ports lost to another program
+    death_reported: bool = False  # the watchdog has logged its death
     records: list[dict] = field(default_factory=list)  # {"pid", "start_time"} of its processes seen
 
     @property
@@ -123,6 +144,10 @@ class SolverService:
         stop_grace_s: how long SIGTERM is given before SIGKILL.
         env: extra environment variables for the servers (os.environ is passed through).
         extra_args: more `api_server` flags, e.g. ["--max-num-seqs", "128"].
+        api_key: the key the servers require; None: `$RZERO_SOLVER_API_KEY` if set, else a random one.
+        export_api_key: `start()` sets `$RZERO_SOLVER_API_KEY` in this process (restored by `stop()`),
+            so that clients created here and processes started later (Ray's workers) find the key.
+        watch_interval_s: how often the watchdog looks at the servers once they are ready (0: none).
     """
 
     def __init__(
@@ -145,6 +170,9 @@ class SolverService:
         extra_args: list[str] | None = None,
         install_signal_handlers: bool = True,
         python: str = sys.executable,
+        api_key: str | None = None,
+        export_api_key: bool = True,
+        watch_interval_s: float = WATCH_INTERVAL_S,
     ) -> None:
         self.model = str(model)
         self.model_name = served_model_name or self.model
@@ -162,6 +190,13 @@ class SolverService:
         self.extra_args = list(extra_args or [])
         self.install_signal_handlers = install_signal_handlers
         self.python = python
+        # Never logged, written or put on a command line; vLLM compares it in constant time.
+        self._api_key = api_key or os.environ.get(API_KEY_ENV) or secrets.token_urlsafe(32)
+        self.export_api_key = export_api_key
+        self._exported_from: tuple[str | None] | None = None  # the variable's value before start()
+        self.watch_interval_s = watch_interval_s
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         self.servers = [
             SolverServer(index=i, devices=group, log_path=self.log_dir / f"solver_server_{i}.log")
             # devices None or []: one server on CPU (never "every visible GPU": the plan decides)
@@ -172,7 +207,8 @@ class SolverService:
         self._state = "new"  # new -> starting -> ready -> stopped
         self._lock = threading.RLock()  # reentrant: a signal handler may call stop() inside stop()
         self._previous_handlers: dict[int, Any] = {}
-        self._http = httpx.Client(trust_env=False)  # loopback only: never through a proxy
+        # Loopback only: never through a proxy. The key: /v1/models is behind it.
+        self._http = httpx.Client(trust_env=False, headers=self.auth_headers)
         # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: start() is called from
         # the thread that owns the service for its whole life (the stage's main thread).
         self._preexec = parent_death_signal()
@@ -199,6 +235,15 @@ class SolverService:
     def running(self) -> bool:
         return self._state in ("starting", "ready")
 
+    @property
+    def api_key(self) -> str:
+        """The key the servers require (`Authorization: Bearer <key>`)."""
+        return self._api_key
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
     def start(self) -> SolverService:
         """Start every server and wait until all are ready. On any failure all are stopped and
         `SolverServiceError` says which server failed and shows its log tail."""
@@ -215,6 +260,7 @@ class SolverService:
             raise
         atexit.register(self.stop)
         self._install_signal_handlers()
+        self._export_key()
         t0 = time.monotonic()
         try:
             for server in self.servers:
@@ -228,6 +274,7 @@ class SolverService:
             if self._state == "starting":  # not stopped by a signal meanwhile
                 self._state = "ready"
         self._write_pids_file()
+        self._start_watchdog()
         logger.info(
             "solver service ready in %.1f s: %d server(s) at %s",
             self.start_seconds,
@@ -244,6 +291,7 @@ class SolverService:
                 self._http.close()
                 return
             self._state = "stopping"
+            self._watch_stop.set()  # our own stop is no death to report
             for server in self.servers:  # all at once: the servers shut down in parallel
                 self._terminate(server)
             deadline = time.monotonic() + self.stop_grace_s
@@ -251,6 +299,7 @@ class SolverService:
                 self._stop_server(server, deadline)
             self._state = "stopped"
             self._restore_signal_handlers()
+            self._restore_key()
             atexit.unregister(self.stop)
             self._http.close()
             self._write_pids_file()
@@ -259,11 +308,49 @@ class SolverService:
     def check_alive(self) -> None:
         """Raise `SolverServiceError` (with the log tail) if a server process has exited."""
         for server in self.servers:
-            if server.process is not None and server.process.poll() is not None:
-                raise SolverServiceError(
-                    f"{server.describe()} exited with code {server.process.returncode}; "
-                    f"last lines of its log:\n{log_tail(server.log_path)}"
-                )
+            if (error := self._death(server)) is not None:
+                raise error
+
+    def _death(self, server: SolverServer) -> SolverServiceError | None:
+        if server.process is None or server.process.poll() is None:
+            return None
+        return SolverServiceError(
+            f"{server.describe()} exited with code {server.process.returncode}; "
+            f"last lines of its log:\n{log_tail(server.log_path)}"
+        )
+
+    # ------------------------------------------------------------------ the key and the watchdog
+
+    def _export_key(self) -> None:
+        if self.export_api_key and self._exported_from is None:
+            self._exported_from = (os.environ.get(API_KEY_ENV),)
+            os.environ[API_KEY_ENV] = self._api_key
+
+    def _restore_key(self) -> None:
+        if self._exported_from is not None:
+            (previous,) = self._exported_from
+            if previous is None:
+                os.environ.pop(API_KEY_ENV, None)
+            else:
+                os.environ[API_KEY_ENV] = previous
+            self._exported_from = None
+
+    def _start_watchdog(self) -> None:
+        if self.watch_interval_s <= 0 or self._watchdog is not None:
+            return
+        self._watchdog = threading.Thread(target=self._watch, name="solver-service-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Log the death of a server as soon as it is seen (the clients fail over, or fail, on their
+        own; this names the server and shows why it died, which a client cannot see)."""
+        while not self._watch_stop.wait(self.watch_interval_s):
+            for server in self.servers:
+                if not server.death_reported and (error := self._death(server)) is not None:
+                    if self._watch_stop.is_set():  # stopped meanwhile: an exit we asked for
+                        return
+                    server.death_reported = True
+                    logger.error("solver server died while the service runs: %s", error)
 
     def __enter__(self) -> SolverService:
         return self.start()
@@ -278,6 +365,9 @@ class SolverService:
         cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         cmd += ["--served-model-name", self.model_name, "--host", LOOPBACK, "--port", str(server.port)]
         cmd += ["--dtype", self.dtype, "--seed", str(self.seed + server.index)]
+        # Sampling defaults are vLLM's neutral ones, never the model's generation_config.json: every
+        # engine of the project samples with exactly the parameters it passes (see the module doc).
+        cmd += ["--generation-config", "vllm"]
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.enforce_eager:
@@ -289,8 +379,10 @@ class SolverService:
         return cmd + self.extra_args
 
     def server_env(self, server: SolverServer) -> dict[str, str]:
-        """The environment of one server: ours, plus `env`, with only its device group visible."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        """The environment of one server: ours, plus `env`, with only its device group visible, and
+        the API key (in the environment: a command line is readable by every local user)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, "VLLM_API_KEY": self._api_key}
+        env.pop(API_KEY_ENV, None)  # the server needs it once, under vLLM's name
         if server.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = server.devices
         else:  # on CPU: a KV cache that fits this machine, unless one was set explicitly
@@ -333,7 +425,8 @@ class SolverService:
                 assert server.process is not None
                 if server.process.poll() is not None:
                     self._handle_early_exit(server)  # raises, or relaunches on another port
-                elif self._is_ready(server):
+                # Ours before asking it anything, and still ours once it answered.
+                elif self._owns_its_port(server) and self._is_ready(server) and self._owns_its_port(server):
                     self._note_processes(server)  # the API server and the engine processes it forked
                     server.ready_after_s = time.monotonic() - t0
                     logger.info("%s ready after %.1f s", server.describe(), server.ready_after_s)
@@ -365,12 +458,41 @@ class SolverService:
             f"(model {self.model}); last lines of its log:\n{tail}"
         )
 
+    def _owns_its_port(self, server: SolverServer) -> bool:
+        """A process of the server's group listens on its port, and nothing else does. A foreign
+        listener (another program, maybe another user's, that bound the port before our server)
+        costs the port: the server is restarted on another one, or the start fails with an error
+        naming the listener when `port_attempts` are spent. Never ready on someone else's socket."""
+        assert server.process is not None
+        foreign, ours = foreign_listeners(server.port, server.process.pid)
+        if not foreign:
+            return ours
+        message = (
+            f"{server.describe()}: port {server.port} on {LOOPBACK} is listened on by a process outside "
+            f"the solver service ({'; '.join(foreign)}): refused, its answers are not our server's"
+        )
+        if server.port_attempts >= self.port_attempts:
+            raise SolverServiceError(
+                f"{message}; {server.port_attempts} port(s) tried, giving up (raise port_attempts, or "
+                "find the program that takes the ports, e.g. `ss -ltnp`)"
+            )
+        logger.warning("%s; restarting it on another port", message)
+        server.bind_failures.append(server.port)
+        self._stop_server(server, time.monotonic() + self.stop_grace_s)
+        self._launch(server)
+        return False
+
     def _is_ready(self, server: SolverServer) -> bool:
-        """/health answers 200 and /v1/models lists our model (so the port is really our server's)."""
+        """/health answers 200 and /v1/models (behind the key) lists our model."""
         try:
             if self._http.get(f"{server.url}/health", timeout=2.0).status_code != 200:
                 return False
             models = self._http.get(f"{server.url}/v1/models", timeout=5.0)
+            if models.status_code == 401:  # our own server (checked above) with another key
+                raise SolverServiceError(
+                    f"{server.describe()} refuses the service's API key: do not pass --api-key in "
+                    f"extra_args (the service gives the server its key in ${API_KEY_ENV})"
+                )
             if models.status_code != 200:
                 return False
             names = {m.get("id") for m in models.json().get("data", [])}

@@ -119,6 +119,8 @@ def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
     assert [s.devices for s in service.servers] == ["4,5", "6,7"]
     assert [service.server_env(s)["CUDA_VISIBLE_DEVICES"] for s in service.servers] == ["4,5", "6,7"]
     assert service.server_env(service.servers[0])["VLLM_LOGGING_LEVEL"] == "WARNING"
+    # The key travels in the environment only (every local user can read a command line).
+    assert service.server_env(service.servers[0])["VLLM_API_KEY"] == service.api_key
     server = service.servers[1]
     server.port = 43210
     cmd = service.command(server)
@@ -131,11 +133,12 @@ def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
         "--port": "43210",
         "--dtype": "bfloat16",
         "--seed": "8",  # seed + server index: the two servers draw different samples
+        "--generation-config": "vllm",  # no sampling defaults from the model's generation_config.json
         "--max-model-len": "8192",
         "--tensor-parallel-size": "2",
         "--gpu-memory-utilization": "0.8",
     }
-    assert "--enforce-eager" not in cmd
+    assert "--enforce-eager" not in cmd and "--api-key" not in cmd and service.api_key not in " ".join(cmd)
     service.stop()  # never started: a no-op
     assert not service.running and service.pids == []
 
