@@ -37,10 +37,14 @@ class Profile:
 
 
 def _engine(
-    prompts_per_update: int, loss_agg_mode: str, profile: str, micro_batches: tuple[int, int] | None = None
+    prompts_per_update: int,
+    loss_agg_mode: str,
+    profile: str,
+    micro_batches: tuple[int, int] | None = None,
+    balance_batch: bool = False,
 ) -> dict[str, Any]:
     """Engine overrides of one role; `micro_batches` = (update, experience) per device, or None for
-    the engine defaults."""
+    the engine defaults; `balance_batch`: reorder each rollout batch by length over the ranks."""
     actor: dict[str, Any] = {"prompts_per_update": prompts_per_update, "loss_agg_mode": loss_agg_mode}
     worker: dict[str, Any] = {"actor": actor, "reward": {"reward_kwargs": {"profile": profile}}}
     if micro_batches is not None:
@@ -48,7 +52,10 @@ def _engine(
         actor["micro_batch_size_per_device_for_update"] = update
         actor["micro_batch_size_per_device_for_experience"] = experience
         worker["ref"] = {"micro_batch_size_per_device_for_experience": experience}
-    return {"worker": worker}
+    overlay: dict[str, Any] = {"worker": worker}
+    if balance_batch:
+        overlay["trainer"] = {"balance_batch": True}
+    return overlay
 
 
 PROFILES: dict[str, Profile] = {
@@ -77,11 +84,17 @@ PROFILES: dict[str, Profile] = {
         drops=("empty label", 'label "None"', "证明 in question", "box in question", "text in label"),
         challenger_reward="valid: min(p̂, 1 - p̂) - penalty; invalid: -1 - penalty",
         solver_reward="0.9 accuracy + 0.1 format (<think>...</think>...\\boxed{})",
-        # The authors' micro-batch sizes per device (update: Challenger 2, Solver 1) are what makes
-        # each micro-batch's own token mean weigh tokens as theirs does; experience 8 and 1 (speed only).
+        # The authors' micro-batch sizes per device (update: Challenger 2, Solver 1) and their
+        # trainer's reordering of each rollout batch by length over the ranks (balance batch) are what
+        # makes each micro-batch's own token mean weigh tokens as theirs does; experience 8 and 1
+        # (speed only).
         engine={
-            "challenger": _engine(16, "microbatch-token-mean", "rzero_code", micro_batches=(2, 8)),
-            "solver": _engine(128, "microbatch-token-mean", "rzero_code", micro_batches=(1, 1)),
+            "challenger": _engine(
+                16, "microbatch-token-mean", "rzero_code", micro_batches=(2, 8), balance_batch=True
+            ),
+            "solver": _engine(
+                128, "microbatch-token-mean", "rzero_code", micro_batches=(1, 1), balance_batch=True
+            ),
         },
     ),
 }

@@ -42,6 +42,8 @@ def test_batch_shapes_per_profile(profile: str, role: str) -> None:
     assert actor.micro_batch_size_per_device_for_experience == experience_mb
     assert cfg.worker.ref.micro_batch_size_per_device_for_experience == experience_mb
     assert cfg.worker.reward.reward_kwargs["profile"] == profile
+    # rzero_code reorders each rollout batch by length over the ranks (EasyR1's balance batch).
+    assert cfg.trainer.balance_batch == (profile == "rzero_code")
     # The shapes validate on the authors' 8-GPU node, e.g. the Challenger's 16 x 4 = 64 responses
     # per update give 8 per device, which micro-batches of 2 divide.
     cfg.trainer.n_devices_per_node = 8

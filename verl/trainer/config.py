@@ -181,6 +181,10 @@ class TrainerConfig:
     seed: int = 1
     # What a GPU launch does when the memory plan (printed first) says a phase does not fit.
     memory_check: str = "warn"  # warn | error | off
+    # Reorder each rollout batch so that every data-parallel rank gets about the same number of
+    # tokens, as EasyR1's trainer does (verl/trainer/balance.py); it decides which rows share a
+    # micro-batch. false: prompt order.
+    balance_batch: bool = False
 
 
 @dataclass

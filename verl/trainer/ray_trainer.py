@@ -19,7 +19,7 @@ import ray
 from verl.protocol import DataProto
 from verl.single_controller.resource_pool import ResourcePool
 from verl.single_controller.worker_group import RayWorkerGroup
-from verl.trainer import core_algos
+from verl.trainer import balance, core_algos
 from verl.trainer.config import PPOConfig, save_config
 from verl.trainer.metrics import data_metrics, throughput_metrics, timer
 from verl.utils import checkpoint as ckpt
@@ -184,6 +184,7 @@ class RayPPOTrainer:
                 )
                 with timer("gen", timings):
                     batch = self.wg.generate_sequences(batch)
+                balance_metrics = self._balance_batch(batch)
                 reward_ref = self.reward_actor.compute_reward.remote(batch)  # runs during the log-prob passes
                 with timer("old_log_prob", timings):
                     batch.union(self.wg.compute_log_prob(batch))
@@ -199,7 +200,7 @@ class RayPPOTrainer:
                     actor_out = self.wg.update_actor(batch)
                 with timer("sync_weights", timings):
                     self.wg.sync_rollout_weights()
-            metrics = {"step": step, "epoch": batch.meta_info.get("epoch", 0)}
+            metrics = {"step": step, "epoch": batch.meta_info.get("epoch", 0), **balance_metrics}
             metrics.update(actor_out.meta_info["metrics"])
             metrics.update(data_metrics(batch, reward_metrics, cfg.data.max_response_length))
             metrics.update({f"timing_s/{k}": v for k, v in timings.items()})
@@ -218,6 +219,14 @@ class RayPPOTrainer:
     @staticmethod
     def _should(freq: int, step: int) -> bool:
         return freq > 0 and step % freq == 0
+
+    def _balance_batch(self, batch: DataProto) -> dict[str, float]:
+        """With `trainer.balance_batch`, reorder the rollout batch in place so that the DP split
+        gives every rank about the same number of tokens (before the reward and the passes, as
+        EasyR1 does); returns the per-rank token totals for the metrics ({} when off)."""
+        if not self.config.trainer.balance_batch:
+            return {}
+        return balance.balance_batch(batch, self.world_size)
 
     def _compute_advantages(self, batch: DataProto) -> None:
         algo = self.config.algorithm
