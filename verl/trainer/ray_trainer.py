@@ -19,7 +19,7 @@ import ray
 from verl.protocol import DataProto
 from verl.single_controller.resource_pool import ResourcePool
 from verl.single_controller.worker_group import RayWorkerGroup
-from verl.trainer import balance, core_algos
+from verl.trainer import balance, core_algos, finite
 from verl.trainer.config import PPOConfig, save_config
 from verl.trainer.metrics import data_metrics, throughput_metrics, timer
 from verl.utils import checkpoint as ckpt
@@ -191,6 +191,7 @@ class RayPPOTrainer:
                 if cfg.algorithm.use_kl_loss:
                     with timer("ref_log_prob", timings):
                         batch.union(self.wg.compute_ref_log_prob(batch))
+                finite.check_log_probs(step, batch, self.output_dir)
                 with timer("reward", timings):
                     token_scores, reward_metrics = ray.get(reward_ref)
                 batch.batch["token_level_scores"] = token_scores
@@ -198,6 +199,10 @@ class RayPPOTrainer:
                     self._compute_advantages(batch)
                 with timer("update_actor", timings):
                     actor_out = self.wg.update_actor(batch)
+                # Before the sync and the checkpoint: the last checkpoint stays the last good state.
+                finite.check_update(
+                    step, actor_out.meta_info["metrics"], self.output_dir, batch.batch["token_level_scores"]
+                )
                 with timer("sync_weights", timings):
                     self.wg.sync_rollout_weights()
             metrics = {"step": step, "epoch": batch.meta_info.get("epoch", 0), **balance_metrics}
