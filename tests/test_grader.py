@@ -184,6 +184,97 @@ def test_pool_agrees_with_plain_math_verify(pool: GraderPool) -> None:
     assert any(results) and not all(results)
 
 
+# Pairs whose normal forms are (or, before the rules were checked, were) equal: each rule of
+# `normalize_answer` and `cheap_verdict` with cases math-verify accepts and cases it refuses.
+SHORTCUT_PAIRS = [
+    # Assignments: math-verify compares `x=3` with `3` by value, two assignments as equations.
+    ("x = 3", "3"),
+    ("x=3", "x = 3"),
+    ("y=2x+1", "2x+1"),
+    ("x = 1/2", "0.5"),
+    ("x=3", "y=3"),
+    ("x=3", "y=3.0"),
+    ("X=3", "x=3"),
+    ("x=12", "13"),
+    # Degrees: `^\circ` and `^{\circ}` only.
+    (r"90^\circ", "90"),
+    (r"90^{\circ}", "90"),
+    ("45°", "45"),
+    (r"10^ {\circ }", "10"),
+    # Font and box macros around the whole answer.
+    (r"\text{yes}", "yes"),
+    (r"\text{ no solution }", "no solution"),
+    (r"\textbf{(B)}", "(B)"),
+    (r"\mathrm{cm}", "cm"),
+    (r"\boxed{x=5}", "x=5"),
+    (r"\boxed{1,2}", "1,2"),
+    (r"\text{x = 5}", "5"),
+    (r"\text{3.5}", "3.5"),
+    (r"\text{12}", "12.0"),
+    (r"\text{1, 2}", "1,2"),
+    (r"\operatorname{abc}", "abc"),
+    # Math delimiters, \dfrac, \left( ... \right), spacing macros and whitespace.
+    ("$3$", "3"),
+    (r"\(x\)", "x"),
+    (r"$$\frac12$$", r"\frac12"),
+    (r"\dfrac{1}{2}", r"\tfrac{1}{2}"),
+    (r"\left(1,2\right)", "(1, 2)"),
+    (r"\left.x\right|_0", "x|_0"),
+    (r"x\!=\!3", "3"),
+    (r"3\!\cdot\!4", r"3 \cdot 4"),
+    (r"1\,000", "1000"),
+    (r"1\,000", r"1\;000"),
+    (r"1\!000", "1 000"),
+    (r"5\ cm", "5 cm"),
+    ("x + 1", "x+1"),
+    ("1 2", "1  2"),
+    # A trailing period, which math-verify does not read as decoration.
+    ("3.", "3"),
+    ("A.", "A"),
+    (r"\frac{1}{2}.", r"\frac{1}{2}"),
+    # Plain numbers (the numeric shortcut).
+    ("3.0", "3"),
+    ("+3", "3.0"),
+    (".5", "0.5"),
+    ("007", "7"),
+    ("0.50", "1/2"),
+    (r"-\frac{1}{2}", "-0.5"),
+    ("1/-2", "-0.5"),
+]
+
+
+def test_normal_form_shortcut_agrees_with_math_verify(pool: GraderPool) -> None:
+    """Issue 19: the pool's shortcut ("equal normal forms are equal", numbers by value) gives what
+    math-verify itself gives, in each direction on its own (evaluation grades gold-first with
+    symmetric=False; voting takes either direction). Where math-verify refuses a rule, the pair
+    must go to the grader."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    from rewards.answer_parsing import normalize_answer
+    from rewards.math_verify_grading import cheap_verdict
+
+    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+
+    def one_way(gold: str, pred: str) -> bool:
+        pg = parse(f"\\boxed{{{gold}}}", extraction_config=configs, parsing_timeout=None)
+        pp = parse(f"\\boxed{{{pred}}}", extraction_config=configs, parsing_timeout=None)
+        return bool(verify(pg, pp, timeout_seconds=None))
+
+    decided = []
+    for a, b in SHORTCUT_PAIRS:
+        forward, backward = one_way(a, b), one_way(b, a)
+        verdict, _ = cheap_verdict(normalize_answer(a), normalize_answer(b))
+        if verdict is not None:
+            decided.append((a, b))
+            assert verdict == forward == backward, (a, b, verdict, forward, backward)
+        assert pool.equivalent(a, b, symmetric=False) == forward, (a, b)
+        assert pool.equivalent(b, a, symmetric=False) == backward, (b, a)
+    # The shortcut still decides the common forms (not a test that passes by deciding nothing).
+    for pair in [("x = 3", "3"), (r"90^\circ", "90"), (r"\text{yes}", "yes"), ("$3$", "3"), ("0.50", "1/2")]:
+        assert pair in decided
+    assert ("x=3", "y=3") not in decided and ("3.", "3") not in decided
+
+
 def test_equivalent_many_order_and_dedup(pool: GraderPool) -> None:
     pairs = [
         (r"\sqrt{12}", r"2\sqrt{3}"),
