@@ -118,6 +118,50 @@ def test_packed_flash_attn_log_probs_match_padded_sdpa(tiny_model_dir: str) -> N
     torch.testing.assert_close(packed[valid], padded[valid], atol=5e-2, rtol=5e-2)  # bf16 kernels differ
 
 
+def test_padded_sdpa_log_probs_on_left_padded_rows_match_unpadded(tiny_model_dir: str) -> None:
+    """The fallback without flash-attn: bf16 SDPA on CUDA over left-padded rows (fully masked query
+    rows in the padding) gives finite response log-probs equal to each row computed alone, unpadded.
+    A NaN here would reach the loss (and stop the run: verl/trainer/finite.py)."""
+    from transformers import AutoModelForCausalLM
+
+    from verl.workers.actor.forward import attach_response_log_probs, response_log_probs
+
+    module = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa"
+    )
+    module = attach_response_log_probs(module.cuda())
+    b = random_batch(2048, bs=8, prompt=24, response=10, seed=3).to("cuda").batch
+    assert (b["attention_mask"][:, 0] == 0).any()  # some rows are left-padded
+    with torch.no_grad():
+        padded, _ = response_log_probs(
+            module,
+            b["input_ids"],
+            b["attention_mask"],
+            b["position_ids"],
+            b["responses"],
+            1.0,
+            padding_free=False,
+        )
+        valid = b["response_mask"].bool()
+        assert torch.isfinite(padded[valid]).all()
+        prompt_len = b["input_ids"].shape[1] - b["responses"].shape[1]
+        for i in range(b["input_ids"].shape[0]):
+            keep = b["attention_mask"][i].bool()
+            ids = b["input_ids"][i][keep][None]
+            n_resp = int(b["response_mask"][i].sum())
+            alone, _ = response_log_probs(
+                module,
+                ids,
+                torch.ones_like(ids),
+                torch.arange(ids.shape[1], device="cuda")[None],
+                ids[:, ids.shape[1] - n_resp :],
+                1.0,
+                padding_free=False,
+            )
+            assert int(keep[:prompt_len].sum()) + n_resp == ids.shape[1]
+            torch.testing.assert_close(padded[i, :n_resp], alone[0], atol=5e-2, rtol=5e-2)  # bf16 batching
+
+
 def _rollout_sequence(config, prompts: list[list[int]]) -> dict:
     from verl.utils.dataset import collate
     from verl.workers.fsdp_workers import FSDPWorker
