@@ -116,7 +116,8 @@ def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, pl
     micro = {
         stage: f"update {c.worker.actor.micro_batch_size_per_device_for_update}, "
         f"experience {c.worker.actor.micro_batch_size_per_device_for_experience} per device; "
-        f"{c.worker.actor.prompts_per_update} prompts per update; loss {c.worker.actor.loss_agg_mode}"
+        f"{c.worker.actor.prompts_per_update} prompts per update; loss {c.worker.actor.loss_agg_mode}; "
+        f"batch order {'balanced by length over the ranks' if c.trainer.balance_batch else 'as prompted'}"
         for stage, c in engines.items()
     }
     lines = [
@@ -131,6 +132,7 @@ def describe_run(base_model: str, tag: str, run_dir: Path, p: PipelineConfig, pl
         f"  stop ids (every engine): {_stop_ids(base_model)}",
         f"  answers: {prof.answer_semantics}",
         f"  pseudo-labels: m={p.votes or prof.votes}, p_hat = {prof.p_hat_rule}, kept band {list(prof.band)}",
+        f"  p_hat, reward time vs labelling: {prof.reward_p_hat_rule} | {prof.p_hat_rule}",
         f"  drops: {', '.join(prof.drops)}",
         f"  Challenger reward: {prof.challenger_reward}",
         f"  Solver reward: {prof.solver_reward}",

@@ -22,7 +22,8 @@ class Profile:
     votes: int  # pseudo-label answers per question (m)
     band: tuple[float, float]  # kept p̂ band, inclusive
     answer_semantics: str  # how answers are extracted and compared (one line, for the dry run)
-    p_hat_rule: str
+    p_hat_rule: str  # in pseudo-labelling
+    reward_p_hat_rule: str  # in the Challenger reward (the Solver's answers at reward time)
     drops: tuple[str, ...]  # what the filter drops besides the band
     challenger_reward: str
     solver_reward: str
@@ -66,6 +67,7 @@ PROFILES: dict[str, Profile] = {
         band=(0.25, 0.75),
         answer_semantics="last \\boxed{} (none: no vote); math-verify equivalence in killable workers",
         p_hat_rule="largest group / m",
+        reward_p_hat_rule="largest group / m",
         drops=("empty label", 'label "None"'),
         challenger_reward="valid: max(0, 1 - 2|p̂ - 0.5| - penalty); invalid: 0",
         solver_reward="1 if the boxed answer matches the label, else 0",
@@ -81,6 +83,7 @@ PROFILES: dict[str, Profile] = {
         band=(0.3, 0.8),
         answer_semantics="mathruler extract_boxed_content ('None' is a vote) and grade_answer both ways",
         p_hat_rule="largest group / answers left after dropping empty boxes",
+        reward_p_hat_rule="largest group / all m samples (empty boxes count)",
         drops=("empty label", 'label "None"', "证明 in question", "box in question", "text in label"),
         challenger_reward="valid: min(p̂, 1 - p̂) - penalty; invalid: -1 - penalty",
         solver_reward="0.9 accuracy + 0.1 format (<think>...</think>...\\boxed{})",

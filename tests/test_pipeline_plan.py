@@ -70,6 +70,8 @@ def test_dry_run_plans_the_paper_run_on_8_gpus(tmp_path: Path) -> None:
     assert "Solver prompt (every Solver query, GRPO and math evaluation): 'Please reason step by step" in out
     assert "stop ids (every engine):" in out and "answers: last \\boxed{} (none: no vote)" in out
     assert 'drops: empty label, label "None"\n' in out
+    assert "p_hat, reward time vs labelling: largest group / m | largest group / m\n" in out
+    assert "loss token-mean; batch order as prompted" in out
     assert "micro-batches, challenger: update 4, experience 16 per device; 128 prompts per update" in out
     assert "  iterations: 3\n" in out
 
@@ -83,6 +85,12 @@ def test_dry_run_adapts_to_fewer_gpus_and_profile(tmp_path: Path) -> None:
     assert "micro-batches, challenger: update 2, experience 8 per device; 16 prompts per update" in out
     assert "micro-batches, solver: update 1, experience 1 per device; 128 prompts per update" in out
     assert "mathruler extract_boxed_content" in out
+    # The two p_hat rules of rzero_code side by side (RZERO_SPEC section 2), and the batch order.
+    assert (
+        "p_hat, reward time vs labelling: largest group / all m samples (empty boxes count) | "
+        "largest group / answers left after dropping empty boxes\n" in out
+    )
+    assert "loss microbatch-token-mean; batch order balanced by length over the ranks" in out
     challenger = out.split("effective engine config, challenger stage:")[1].split("effective engine config")[
         0
     ]
