@@ -14,11 +14,13 @@ comparison here runs in a worker *process* with a hard deadline: a worker that o
 Layout: worker processes (rewards/grader_worker.py: fresh interpreters, never a bare fork) import
 their grader once and answer one pair at a time over a socket pair; one dispatcher thread per pool
 hands queued pairs to idle workers, collects results, enforces deadlines and replaces dead or
-overrunning workers; callers (any thread) do the cheap checks themselves (math_verify: string-equal
-after `normalize_answer`, plain numbers by value; mathruler: string-equal only; the LRU cache),
-queue the rest and wait on futures that the dispatcher always resolves.
+overrunning workers; callers (any thread) do the cheap checks themselves (math_verify:
+`math_verify_grading.cheap_verdict`, string-equal after `normalize_answer` and plain numbers by
+value; mathruler: string-equal only; the LRU cache), queue the rest and wait on futures that the
+dispatcher always resolves.
 
-Every shortcut only skips work whose outcome is certain: it returns what the backend's grader would.
+Every shortcut only skips work whose outcome is certain: it returns what the backend's grader would
+(math_verify's, in each direction: tests/test_grader.py checks it against math-verify itself).
 """
 
 from __future__ import annotations
