@@ -30,6 +30,7 @@ def cases(n: int) -> list[tuple[str, Callable[[], object]]]:
     """(name, thunk) per parser and adversarial input of about `n` characters."""
     from evaluation.judge import parse_verdict
     from evaluation.scoring import bbeh_correct, extract_bbeh, extract_choice, extract_math
+    from question_generate.parsing import parse_generated
     from rewards import math_verify_grading as mv
     from rewards import solver_reward
     from rewards.answer_parsing import extract_answer, last_boxed, normalize_answer, parse_challenger_output
@@ -54,6 +55,10 @@ def cases(n: int) -> list[tuple[str, Callable[[], object]]]:
         (
             "question block rzero_code: '<question>' x k",
             lambda: parse_challenger_output("<question>" * k("<question>"), "rzero_code"),
+        ),
+        (
+            "generation scan rzero_code: '\\boxed{' x k",
+            lambda: parse_generated("<question>" + "\\boxed{" * k("\\boxed{"), "rzero_code"),
         ),
         (
             "normalize: nested \\text{",

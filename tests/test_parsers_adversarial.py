@@ -32,7 +32,9 @@ from evaluation.scoring import (
     extract_math,
     score_benchmark,
 )
+from question_generate.parsing import parse_generated
 from rewards.answer_parsing import (
+    ParsedQuestion,
     extract_answer,
     last_boxed,
     last_question_block,
@@ -100,6 +102,16 @@ ADVERSARIAL = [
         "question tags x k, rzero_code",
         lambda: parse_challenger_output("<question>" * _times("<question>"), "rzero_code").valid,
         False,
+    ),
+    (
+        "generation scan: open boxes + question tags",
+        lambda: parse_generated("<question>" * 9_000 + "\\boxed{" * 1_000, "rzero_code"),
+        ParsedQuestion("", "\\boxed{" * 999, False),
+    ),
+    (
+        "generation scan: nested boxes, closed",
+        lambda: parse_generated("<question>q</question>" + "\\boxed{" * K_BOX + "}" * K_BOX, "rzero_code"),
+        ParsedQuestion("q", "\\boxed{" * (K_BOX - 1) + "}" * (K_BOX - 1), True),
     ),
     ("normalize: nested boxes", lambda: normalize_answer("\\boxed{" * K_BOX + "x" + "}" * K_BOX), "x"),
     (
