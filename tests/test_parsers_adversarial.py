@@ -233,3 +233,29 @@ def test_long_numbers_in_evaluation_scoring() -> None:
     responses = [[f"\\boxed{{{BIG}}}", f"\\boxed{{{BIG_OTHER}}}"], [f"\\boxed{{{BIG}}}", "\\boxed{1/2}"]]
     score = score_benchmark("math", items, responses, pool=get_default_pool())
     assert [s.correct for s in score.items] == [[True, False], [False, True]]
+
+
+def test_wrapper_stripping_equals_the_copying_loop() -> None:
+    """`normalize_answer` strips nested wrappers on an index window with brace partners found once;
+    the former way copied the answer and rescanned its braces per level (quadratic)."""
+    from rewards.answer_parsing import _MATH_DELIMITERS, _matching_brace, _strip_wrappers
+
+    box = re.compile(r"\\boxed\s*\{")
+    font = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{(?=[A-Za-z\s()]+\}\Z)")
+
+    def copying_loop(s: str) -> str:
+        s = s.strip()
+        while True:
+            for left, right in _MATH_DELIMITERS:
+                if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+                    s = s[len(left) : len(s) - len(right)].strip()
+                    break
+            else:
+                m = box.match(s) or font.match(s)
+                if m is None or _matching_brace(s, m.end() - 1) != len(s) - 1:
+                    return s
+                s = s[m.end() : len(s) - 1].strip()
+
+    alphabet = ["$", "\\(", "\\)", "\\[", "\\]", "\\boxed{", "\\text{", "{", "}", "\\", " ", "a", "1", "\\{"]
+    for text in _random_strings(alphabet, count=6000):
+        assert _strip_wrappers(text) == copying_loop(text), repr(text)
