@@ -139,7 +139,7 @@ class Driver:
         for i in range(1, self.pipe.iterations + 1):
             try:
                 for step in experiment.iteration(i):
-                    self._launch(step, i)
+                    self.run_step(step, i)
             except StageFailed:
                 # What the iteration did before the failure (counts, drop reasons, reward curves) is
                 # what explains it: the summary lists the finished stages and the unfinished one.
@@ -154,7 +154,7 @@ class Driver:
         """The model a plan reference names: the base model, or a finished stage's output model."""
         return self.base_model if ref == BASE else require_output(self.run_dir / ref, "model")
 
-    def _launch(self, step: Step, i: int) -> None:
+    def run_step(self, step: Step, i: int) -> None:
         """Build the stage's config from the step (models, input, options) and run it.
 
         Training stages keep the run's seed; sampling stages draw fresh samples every iteration."""
