@@ -14,10 +14,19 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from pipeline.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 from rzero.profiles import PROFILES, get_profile
+from rzero.prompts import challenger_prompts
 from verl.trainer.config import CONFIG_DIR, ConfigError
 
 # The benchmark slot the generated arithmetic problems take (`eval_generated_items`).
 GENERATED_BENCHMARK = "gsm8k"
+
+
+@dataclass
+class ChallengerPromptConfig:
+    """`challenger.*`: the Challenger prompt (rzero/prompts.py), for its GRPO and question generation."""
+
+    # `prompt_variant=persona`: one persona a line, blank lines ignored (empty: configs/personas.txt)
+    persona_file: str = ""
 
 
 @dataclass
@@ -32,7 +41,8 @@ class PipelineConfig:
     gen_temperature: float = 1.0
     gen_top_p: float = 0.95
     gen_max_tokens: int = 4096
-    prompt_variant: str = "default"
+    prompt_variant: str = "default"  # default | persona | general (rzero/prompts.py)
+    challenger: ChallengerPromptConfig = field(default_factory=ChallengerPromptConfig)
     # pseudo-labelling: votes 0 = the profile's m (paper 10, rzero_code 9)
     votes: int = 0
     label_max_tokens: int = 4096
@@ -99,4 +109,13 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
     for p in cfg.engine_configs:
         if not Path(p).is_file():
             raise ConfigError(f"engine_configs: '{p}' does not exist")
+    if cfg.challenger.persona_file:
+        path = Path(cfg.challenger.persona_file).expanduser()
+        if not path.is_absolute() and not path.exists() and (CONFIG_DIR.parent / path).exists():
+            path = CONFIG_DIR.parent / path  # a file of the repository, e.g. configs/personas.txt
+        cfg.challenger.persona_file = str(path.resolve())
+    try:  # the prompt settings, checked before any stage starts (a missing or empty persona file)
+        challenger_prompts(cfg.prompt_variant, [], cfg.challenger.persona_file, cfg.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return cfg

@@ -80,6 +80,16 @@ def engine_args(pipe: PipelineConfig, stage: str) -> list[str]:
     return [*[f"config={p}" for p in pipe.engine_configs], *pipe.engine_overrides, *extra]
 
 
+def challenger_prompt_args(pipe: PipelineConfig, seed: int) -> list[str]:
+    """The run's Challenger prompt for its GRPO, the one question generation uses (`prompt_variant`,
+    `challenger.persona_file`, the seed of the persona draws): the prompt source's kwargs."""
+    key = "data.prompt_source_kwargs"
+    args = [f"{key}.variant={pipe.prompt_variant}", f"{key}.seed={seed}"]
+    if pipe.challenger.persona_file:
+        args.append(f"{key}.persona_file={pipe.challenger.persona_file}")
+    return args
+
+
 def challenger_config(
     pipe: PipelineConfig,
     plan: DevicePlan,
@@ -96,7 +106,7 @@ def challenger_config(
         out_dir=str(out),
         profile=pipe.profile,
         solver_model=solver,
-        engine_args=[*engine_args(pipe, "challenger"), *extra],
+        engine_args=[*challenger_prompt_args(pipe, seed), *engine_args(pipe, "challenger"), *extra],
         device=plan.kind,
         world=plan.trainer_world,
         trainer_devices=list(plan.challenger_trainer) if cuda else [],
@@ -164,6 +174,7 @@ def generate_config(
         out_dir=str(out),
         num_questions=pipe.num_questions,
         variant=pipe.prompt_variant,
+        persona_file=pipe.challenger.persona_file,
         temperature=pipe.gen_temperature,
         top_p=pipe.gen_top_p,
         max_tokens=pipe.gen_max_tokens,

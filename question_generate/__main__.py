@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_dir", nargs="?", help="stage folder: questions.jsonl and manifest.json go here")
     parser.add_argument("num_questions", nargs="?", type=int, default=8000, help="default 8000")
     parser.add_argument("--variant", default="default", choices=VARIANTS)
+    parser.add_argument(
+        "--persona-file",
+        default="",
+        help="persona variant: one persona a line (default configs/personas.txt)",
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--max-tokens", type=int, default=4096)
@@ -48,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=args.out_dir,
             num_questions=args.num_questions,
             variant=args.variant,
+            persona_file=args.persona_file,
             temperature=args.temperature,
             top_p=args.top_p,
             max_tokens=args.max_tokens,

@@ -1,6 +1,7 @@
 """Question generation: N samples from the Challenger with vLLM (RZERO_SPEC.md section 3).
 
-One response per Challenger prompt (`rzero.prompts.challenger_messages(variant, i)`, i = 0..N-1),
+One response per Challenger prompt (`rzero.prompts.challenger_messages(variant, i)`, i = 0..N-1; the
+`persona` variant draws prompt i's persona from `persona_file` seeded by (seed, i)),
 temperature 1.0, top_p 0.95, at most 4096 new tokens; every sample is parsed with
 `question_generate.parsing.parse_generated` (the profile's generation rule, which in `rzero_code`
 is not the reward's) and kept, unparseable ones with valid=false.
@@ -26,6 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from infra.devices import device_groups
 from infra.shards import run_shards, shard_bounds, shard_main, shard_timings
@@ -45,7 +47,7 @@ from infra.vllm_engines import (
     stop_ids_for,
 )
 from question_generate.parsing import parse_generated
-from rzero.prompts import VARIANTS, challenger_messages
+from rzero.prompts import challenger_messages, challenger_prompts, load_personas
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class GenerateConfig:
     out_dir: str
     num_questions: int = 8000
     variant: str = "default"
+    persona_file: str = ""  # `persona` variant: one persona a line (empty: rzero.prompts.PERSONA_FILE)
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens: int = 4096
@@ -81,6 +84,7 @@ class GenerateConfig:
             model=str(self.model),
             num_questions=self.num_questions,
             variant=self.variant,
+            persona_file=self.persona_file,
             temperature=self.temperature,
             top_p=self.top_p,
             max_tokens=self.max_tokens,
@@ -98,7 +102,7 @@ def _generate_shard(spec: dict, shard: int) -> None:
     start, end = shard_bounds(spec["num_questions"], len(spec["shard_files"]))[shard]
     engine = EngineSettings(**{**spec["engine"], "seed": spec["engine"]["seed"] + shard})
     tokenizer = load_tokenizer(engine.model)
-    prompt_ids = encode_chats(tokenizer, [challenger_messages(spec["variant"], i) for i in range(start, end)])
+    prompt_ids = challenger_prompt_ids(tokenizer, spec, start, end)
     seeds = [request_seed(spec["seed"], GENERATE_SEED_STREAM, i) for i in range(start, end)]
     llm = make_llm(engine, spec["on_gpu"])
     t_ready = time.perf_counter()
@@ -131,6 +135,23 @@ def _generate_shard(spec: dict, shard: int) -> None:
         },
     )
     atomic_write_jsonl(shard_file, rows)
+
+
+def prompt_settings(config: GenerateConfig) -> dict:
+    """The Challenger prompt of the shards: variant, seed of the persona draws, and the personas
+    (read and checked here: a bad variant, a missing or empty persona file fails before any engine)."""
+    challenger_prompts(config.variant, [], config.persona_file, config.seed)
+    personas = list(load_personas(config.persona_file)) if config.variant == "persona" else None
+    return {"variant": config.variant, "seed": config.seed, "personas": personas}
+
+
+def challenger_prompt_ids(tokenizer: Any, spec: dict, start: int, end: int) -> list[list[int]]:
+    """Token ids of Challenger prompts [start, end) (`spec`: `prompt_settings`), rendered as the
+    Challenger's GRPO renders them."""
+    chats = [
+        challenger_messages(spec["variant"], i, spec.get("personas"), spec["seed"]) for i in range(start, end)
+    ]
+    return encode_chats(tokenizer, chats)
 
 
 def _question_row(index: int, out: Sample, shard: int, profile: str) -> dict:
@@ -173,8 +194,7 @@ def generate_questions(config: GenerateConfig) -> dict:
         return done
     if config.num_questions < 1:
         raise ValueError(f"num_questions must be >= 1, got {config.num_questions}")
-    if config.variant not in VARIANTS:
-        raise ValueError(f"unknown variant {config.variant!r}; expected one of {VARIANTS}")
+    prompts = prompt_settings(config)  # before any engine starts
 
     t0 = time.perf_counter()
     groups = device_groups(config.engine.devices, config.engine.tensor_parallel_size)
@@ -182,13 +202,14 @@ def generate_questions(config: GenerateConfig) -> dict:
     n = len(groups)
     # The shard folder is named by everything that decides the samples, so a re-run with other
     # settings never picks up stale shards.
-    work_dir = out / SHARDS_DIR / fingerprint({**recorded, "num_shards": n, "on_gpu": on_gpu})
+    work_dir = out / SHARDS_DIR / fingerprint({**recorded, **prompts, "num_shards": n, "on_gpu": on_gpu})
     work_dir.mkdir(parents=True, exist_ok=True)
     shard_files = [work_dir / f"questions-{k:05d}-of-{n:05d}.jsonl" for k in range(n)]
     spec = {
         **recorded,
         "engine": asdict(config.engine.settings(config.model, config.seed)),
         "on_gpu": on_gpu,
+        **prompts,
         "shard_files": [str(p) for p in shard_files],
     }
     where = f"GPUs {groups}" if on_gpu else "CPU"

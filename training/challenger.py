@@ -16,6 +16,7 @@ from infra.stage_kit import finished_stage
 from solver_service.server import SolverService
 from training.common import TrainStageConfig, build_engine_config, finish_stage
 from verl.utils.fs import atomic_write_json
+from verl.utils.import_utils import load_function
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ def run_challenger_stage(config: TrainStageConfig) -> dict:
     endpoints_file = out / "solver_endpoints.json"
     kwargs["solver_endpoints_file"] = str(endpoints_file)
     engine.validate()  # before any server or worker starts
+    if engine.data.prompt_source:
+        # The prompt settings too (a missing or empty persona file): one prompt, before any model loads.
+        load_function(engine.data.prompt_source)(**{**engine.data.prompt_source_kwargs, "num_prompts": 1})
     started = time.time()
     # The solver needs room for the longest question the Challenger can write plus its answer.
     solver_len = engine.data.max_response_length + 512 + int(kwargs.get("solver_max_tokens", 4096))
