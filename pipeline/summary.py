@@ -23,6 +23,7 @@ from typing import Any
 from evaluation.registry import REGISTRY
 from evaluation.report import fmt, render_markdown, row_averages, row_from_results, write_plot
 from infra.stage_kit import MANIFEST, read_manifest
+from pipeline.experiments import EXPERIMENTS
 from verl.utils.fs import atomic_write, atomic_write_text
 from verl.utils.logger import METRICS_FILE, read_metrics
 
@@ -193,6 +194,9 @@ def _header(run_dir: Path, iterations: list[int]) -> list[str]:
     for key in ("tag", "experiment", "base_model", "profile", "preset", "iterations"):
         if key in info:
             lines.append(f"- **{key}**: {_fmt(info[key])}")
+    if info.get("experiment") in EXPERIMENTS:
+        experiment = EXPERIMENTS[info["experiment"]]
+        lines.append(f"- **experiment plan**: {experiment.what} (the paper's {experiment.paper})")
     lines.append(f"- **iterations found**: {', '.join(map(str, iterations)) or 'none yet'}")
     if "plan" in info:
         plan = info["plan"] if isinstance(info["plan"], str) else json.dumps(info["plan"], indent=2)

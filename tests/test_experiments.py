@@ -91,7 +91,9 @@ def test_rzero_chains_challenger_and_solver_separately(tmp_path, monkeypatch, la
     assert not any("penalty_weight" in a for a in c2["engine_args"])
     record = json.loads((run / "run.json").read_text())
     assert record["experiment"] == "rzero" and record["pipeline"]["experiment"] == "rzero"
-    assert "- **experiment**: rzero" in (run / "summary.md").read_text()
+    summary = (run / "summary.md").read_text()
+    assert "- **experiment**: rzero" in summary
+    assert "- **experiment plan**: the R-Zero loop" in summary
 
 
 def test_no_rl_challenger_generates_from_the_base_model(tmp_path, monkeypatch, launches) -> None:
