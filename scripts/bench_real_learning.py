@@ -93,16 +93,12 @@ def greedy_eval(model: str, data: str, max_tokens: int, out: str) -> dict[str, A
     from vllm.inputs import TokensPrompt
 
     from rewards.solver_reward import compute_solver_reward
+    from verl.utils.chat import encode_chat
     from verl.utils.stop_tokens import model_stop_token_ids
 
     rows = [json.loads(line) for line in Path(data).read_text(encoding="utf-8").splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(model)
-    prompts = [
-        tokenizer.apply_chat_template(
-            r["messages"], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        for r in rows
-    ]
+    prompts = [encode_chat(tokenizer, r["messages"]) for r in rows]  # as the engine renders them
     t0 = time.monotonic()
     llm = LLM(
         model=model,
