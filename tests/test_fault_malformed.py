@@ -126,14 +126,26 @@ def test_challenger_reward_scores_malformed_outputs(any_question_solver: str, pr
     # The binary question reached the Solver and got its 5/5 split of 7s and 8s.
     assert by_name["binary"]["valid"] == 1.0 and by_name["binary"]["p_hat"] == pytest.approx(0.5)
     assert any(BINARY[:40] in prompt for prompt in _AnyQuestion.received)
-    # The 50k-character question does not fit the Solver's context: never sent, no answer counted.
-    assert by_name["long_question"]["valid"] == 1.0
+    # The 50k-character question does not fit the Solver's context: never sent, its 10 answers are
+    # empty (RZERO_SPEC section 2 then gives p_hat and the reward below). It shares no 4-gram with
+    # the other questions: alone in its cluster, penalty 1 / B.
+    long_q = by_name["long_question"]
+    assert long_q["valid"] == 1.0
     assert not any("seven seven seven" in prompt for prompt in _AnyQuestion.received)
-    assert by_name["long_question"]["uncertainty"] == pytest.approx(
-        0.0
-        if profile == "paper"
-        else min(by_name["long_question"]["p_hat"], 1 - by_name["long_question"]["p_hat"])
-    )
+    assert long_q["penalty"] == pytest.approx(1 / len(items))
+    if profile == "paper":
+        # No answer has a box: no group, p_hat = 0 / 10; 1 - 2|0 - 0.5| = 0; reward max(0, 0 - pen) = 0.
+        assert (long_q["p_hat"], long_q["m"], long_q["uncertainty"], long_q["overall"]) == (
+            0.0,
+            10.0,
+            0.0,
+            0.0,
+        )
+    else:
+        # Each empty answer is mathruler's "None" (no box): one group of all 10, p_hat = 1.0;
+        # reward min(1.0, 0.0) - pen = -1 / B.
+        assert (long_q["p_hat"], long_q["m"], long_q["uncertainty"]) == (1.0, 10.0, 0.0)
+        assert long_q["overall"] == pytest.approx(-1 / len(items))
 
 
 def test_repetition_penalty_of_malformed_questions_matches_the_reference() -> None:
