@@ -190,5 +190,5 @@ def test_vllm_sleep_wake_sync_and_generate_on_gpu(tiny_model_dir: str) -> None:
     config = _config(
         tiny_model_dir, "worker.rollout.gpu_memory_utilization=0.3", "data.max_response_length=16"
     )
-    out = run_local(_rollout_sequence, 1, config, [[5, 6, 7, 8], [9, 10, 11]], timeout_s=300)[0]
+    out = run_local(_rollout_sequence, 1, config, [[5, 6, 7, 8], [9, 10, 11]], timeout_s=240)[0]
     assert all(n > 0 for n in out["lengths"]) and out["seed_mode"] == "per_engine"
