@@ -17,6 +17,26 @@ from verl.utils.memory_plan import GIB, ModelShape, activation_bytes_per_token, 
 # 2*2560 = 100,930,816; 36 layers = 3,633,509,376; embedding (tied) 151936*2560 + final norm 2560
 # = 388,958,720. Total 4,022,468,096 (Qwen3-4B's published 4.0B).
 N_4B = 4_022_468_096
+LAYER_4B = 100_930_816
+ROOT_4B = 388_958_720
+GIB_INT = 1 << 30
+RUNTIME = 3 * GIB_INT // 2  # CUDA context, NCCL buffers, driver reserve: 1.5 GiB
+ASLEEP = GIB_INT // 4 + GIB_INT // 2  # vLLM asleep: 0.25 GiB of buffers + the 0.5 GiB CUDA-graph pool
+# bf16 FSDP unsharded during a pass: the root group (embedding, norm) and two decoder layers.
+UNSHARDED_PARAMS_4B = 2 * ROOT_4B + 2 * 2 * LAYER_4B  # 1,181,640,704
+# vLLM's activations, the same on both plans: max(max_num_batched_tokens 8192, 6144) tokens x 77,056
+# bytes (7*2560 + 6*9728 + 4*128 rotary + 8*32 log-sum-exp) + the sampler's fp32 logits and a copy
+# for 256 sequences (256 x 151,936 x 8) + the 0.5 GiB CUDA-graph pool.
+VLLM_ACTIVATIONS_4B = 8192 * 77_056 + 256 * 151_936 * 8 + GIB_INT // 2  # 1,479,278,592
+EXPERIENCE_ACTIVATIONS_4B = 32768 * 77_056  # 32768-token log-prob micro-batch, no grad
+UPDATE_ACTIVATIONS_4B = 16384 * 404_224  # 16384-token update micro-batch, checkpointed
+
+
+def _with_overheads(items: dict[str, int]) -> dict[str, int]:
+    """The two rows every phase adds: 5% fragmentation of what torch allocates (vLLM's budget aside)
+    and the fixed runtime."""
+    torch_part = sum(v for k, v in items.items() if not k.startswith("vllm"))
+    return {**items, "fragmentation": torch_part * 5 // 100, "runtime": RUNTIME}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +73,45 @@ def test_qwen3_4b_on_4_x_40gb_by_hand(qwen3_4b: str) -> None:
     # Asleep, vLLM keeps 0.25 GiB of buffers and (its default, no backup to host) the 0.5 GiB
     # CUDA-graph pool on the GPU through the experience and update phases.
     assert exp.items["vllm asleep"] == upd.items["vllm asleep"] == int(0.75 * GIB)
+    # Every row of every phase, by hand (4 ranks; Adam offloaded outside the update).
+    resident = {"actor params": N_4B, "adam": 0, "ref params": N_4B // 2}
+    kv = int(0.6 * 40 * GIB) - 2 * N_4B - VLLM_ACTIVATIONS_4B  # vLLM's budget less its weights, activations
+    assert kv == 16_245_588_992
+    assert gen.items == _with_overheads(
+        {
+            **resident,
+            "vllm (weights)": 2 * N_4B,
+            "vllm (activations)": VLLM_ACTIVATIONS_4B,
+            "vllm (kv cache)": kv,
+        }
+    )
+    # The fused head beside the experience body: 2 x (2*2560*32768) selected/output + 6 x one chunk of
+    # 441 rows x 151,936 = 737,566,976 bytes, below the body's 2.35 GiB: adds nothing to the peak.
+    assert exp.items == _with_overheads(
+        {
+            **resident,
+            "unsharded params": UNSHARDED_PARAMS_4B,
+            "activations": EXPERIENCE_ACTIVATIONS_4B,
+            "lm head": 0,
+            "vllm asleep": ASLEEP,
+        }
+    )
+    # Update: Adam back (8N/4), fp32 grads 4N/4; one layer's bf16 grad + its fp32 reduce-scatter input
+    # and output shard (2 + 4 + 4/4 bytes per layer parameter) + the root's bf16 grad; the head's
+    # backward (3.17 GB) stays under the working set beyond the saved inputs (3.60 GB): adds nothing.
+    assert upd.items == _with_overheads(
+        {
+            "actor params": N_4B,
+            "adam": 2 * N_4B,
+            "ref params": N_4B // 2,
+            "actor grads": N_4B,
+            "unsharded params": UNSHARDED_PARAMS_4B,
+            "unsharded grads": 7 * LAYER_4B + 2 * ROOT_4B,
+            "activations": UPDATE_ACTIVATIONS_4B,
+            "lm head": 0,
+            "vllm asleep": ASLEEP,
+        }
+    )
     assert [round(p.total / GIB, 2) for p in (gen, exp, upd)] == [31.40, 11.77, 29.03]
     assert plan.fits
 
@@ -68,6 +127,39 @@ def test_qwen3_4b_on_8_x_80gb_keeps_adam_on_the_gpu(qwen3_4b: str) -> None:
     # heads x 128 x bf16): about 41 full 6144-token sequences at once.
     assert ModelShape.from_config(QWEN3_4B).kv_bytes_per_token() == 147_456
     assert gen.items["vllm (kv cache)"] / (147_456 * 6144) == pytest.approx(46.4, abs=0.1)
+    # Every row by hand (8 ranks; Adam stays: 8N/8).
+    resident = {"actor params": N_4B // 2, "adam": N_4B, "ref params": N_4B // 4}
+    kv = int(0.6 * 80 * GIB) - 2 * N_4B - VLLM_ACTIVATIONS_4B
+    assert kv == 42_015_392_768
+    assert gen.items == _with_overheads(
+        {
+            **resident,
+            "vllm (weights)": 2 * N_4B,
+            "vllm (activations)": VLLM_ACTIVATIONS_4B,
+            "vllm (kv cache)": kv,
+        }
+    )
+    assert plan.phases["experience"].items == _with_overheads(
+        {
+            **resident,
+            "unsharded params": UNSHARDED_PARAMS_4B,
+            "activations": EXPERIENCE_ACTIVATIONS_4B,
+            "lm head": 0,
+            "vllm asleep": ASLEEP,
+        }
+    )
+    # One layer's grads: bf16 2 + fp32 4 + its fp32 shard 4/8 bytes per parameter.
+    assert plan.phases["update"].items == _with_overheads(
+        {
+            **resident,
+            "actor grads": N_4B // 2,
+            "unsharded params": UNSHARDED_PARAMS_4B,
+            "unsharded grads": 6 * LAYER_4B + LAYER_4B // 2 + 2 * ROOT_4B,
+            "activations": UPDATE_ACTIVATIONS_4B,
+            "lm head": 0,
+            "vllm asleep": ASLEEP,
+        }
+    )
     assert [round(p.total / GIB, 2) for p in plan.phases.values()] == [56.38, 12.76, 20.13]
     assert plan.fits
 
