@@ -161,13 +161,16 @@ def test_comparison_over_sibling_results(eval_run: Path) -> None:
     assert (eval_run.parent / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
-class _AlwaysNo(BaseHTTPRequestHandler):
-    """A chat-completions endpoint whose judge never accepts anything."""
+class _JudgeSaysYes(BaseHTTPRequestHandler):
+    """A chat-completions endpoint whose judge accepts every candidate and records what it was asked."""
+
+    received: list[dict] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append(body)
         data = json.dumps(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "NO"}}]}
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "YES"}}]}
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -179,16 +182,39 @@ class _AlwaysNo(BaseHTTPRequestHandler):
         pass
 
 
+# Known responses written over the copied responses.jsonl (the random tiny model answers nothing
+# right): per item, what the rules and the judge must make of them.
+KNOWN_RESPONSES = {
+    "amc23": [  # golds 5, 17, 42
+        ["\\boxed{5}", "\\boxed{5}", "\\boxed{6}", "no answer here"],  # rules 2/4; judge also takes "6"
+        ["\\boxed{17}", "I give up", "no answer here", "\\boxed{16}"],  # rules 1/4; judge also takes "16"
+        ["\\boxed{42}"] * 4,  # 4/4
+    ],
+    "mmlu_pro": [["\\boxed{C}"], ["The answer is (B)"]],  # golds C, A: 1 of 2
+}
+
+
 def test_rerun_reuses_responses_without_starting_an_engine(
     eval_run: Path, fixture_data: dict[str, str], tiny_model_dir: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Same run again (in process) into a copy of the outputs, with the LLM judge switched on."""
+    """Same run again (in process) into a copy of the outputs whose responses are replaced by known
+    ones, with the LLM judge switched on: the accuracies are the ones the known answers give, and the
+    judge server receives exactly the rule-wrong answers that have an extracted answer."""
     from evaluation.cli import main as cli_main
 
     second = eval_run.parent / "tiny-second"
     shutil.copytree(eval_run, second)
     (second / "results.json").unlink()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _AlwaysNo)
+    for name, responses in KNOWN_RESPONSES.items():
+        path = second / name / "responses.jsonl"
+        rows = _jsonl(path)
+        assert len(rows) == len(responses)
+        for row, known in zip(rows, responses):
+            assert len(row["responses"]) == len(known)
+            row["responses"] = known
+        _write_jsonl(path, rows)
+    _JudgeSaysYes.received = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeSaysYes)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     argv = [
@@ -205,15 +231,22 @@ def test_rerun_reuses_responses_without_starting_an_engine(
         httpd.server_close()
         thread.join()
     assert sum("reusing" in r.getMessage() for r in caplog.records) == 2
-    first, again = (json.loads((d / "results.json").read_text()) for d in (eval_run, second))
+    again = json.loads((second / "results.json").read_text())
     assert all(again["benchmarks"][n]["reused_responses"] for n in ("amc23", "mmlu_pro"))
-    accuracies = {n: e["accuracy"] for n, e in again["benchmarks"].items()}
-    assert accuracies == {n: e["accuracy"] for n, e in first["benchmarks"].items()}
-    # The judge re-checks math (rule-wrong answers with an extracted answer), not multiple choice,
-    # and its score is reported beside the rule-based one.
-    assert again["benchmarks"]["amc23"]["judge_accuracy"] == pytest.approx(accuracies["amc23"])
+    # Rules: AMC mean@4 = (2/4 + 1/4 + 4/4) / 3; MMLU-Pro 1 of 2.
+    assert again["benchmarks"]["amc23"]["accuracy"] == pytest.approx(100 * (0.5 + 0.25 + 1.0) / 3)
+    assert again["benchmarks"]["mmlu_pro"]["accuracy"] == pytest.approx(50.0)
+    # The judge re-checks math (rule-wrong answers with an extracted answer: "6" and "16"), not
+    # multiple choice; it accepts both, and its score is reported beside the rule-based one.
+    asked = sorted(
+        r["messages"][1]["content"].rsplit("Candidate answer:\n", 1)[1] for r in _JudgeSaysYes.received
+    )
+    assert asked == ["16\n\nEquivalent?", "6\n\nEquivalent?"]
+    assert all(r["model"] == "judge" for r in _JudgeSaysYes.received)
+    assert again["benchmarks"]["amc23"]["judge_accuracy"] == pytest.approx(100 * (0.75 + 0.5 + 1.0) / 3)
     assert again["benchmarks"]["mmlu_pro"]["judge_accuracy"] is None
     assert again["judge"]["model"] == "judge" and again["judge"]["failures"] == 0
+    assert again["judge"]["requests_sent"] == 2
     assert "AMC (judge)" in (second / "summary.md").read_text()
 
 
