@@ -261,8 +261,3 @@ def resolve_name(name: str) -> str:
 def get_spec(name: str) -> BenchmarkSpec:
     """The registry entry for `name` (canonical or alias)."""
     return REGISTRY[resolve_name(name)]
-
-
-def default_max_new_tokens(name: str) -> int:
-    """The paper's new-token budget for benchmark `name`: 4096 for math, 8192 for the general ones."""
-    return get_spec(name).max_new_tokens

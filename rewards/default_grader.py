@@ -24,8 +24,3 @@ def get_default_pool(num_workers: int = 2, backend: str = "math_verify") -> Grad
             pool = _default_pools[backend] = GraderPool(num_workers=num_workers, backend=backend)
             atexit.register(pool.close)
         return pool
-
-
-def grade(gold: str, pred: str) -> bool:
-    """Is `pred` the same answer as `gold`? One-directional (evaluation), on the default pool."""
-    return get_default_pool().equivalent(gold, pred, symmetric=False)

@@ -24,7 +24,6 @@ from evaluation.registry import (
     DEFAULT_BENCHMARKS,
     MATH_BENCHMARKS,
     REGISTRY,
-    default_max_new_tokens,
     get_spec,
     resolve_name,
 )
@@ -320,12 +319,18 @@ def test_subsampling_is_seeded_and_sorted_and_the_default_is_the_full_set(tmp_pa
 
 
 def test_registry_token_budgets_are_the_papers() -> None:
-    # The authors: 4096 new tokens for math, 8192 (EVAL_MAX_TOKENS) for the general benchmarks.
+    """The authors: 4096 new tokens for math, 8192 (EVAL_MAX_TOKENS) for the general benchmarks: what
+    the runner gives the engine when no budget is set (end to end: test_eval_e2e.py)."""
+    from evaluation.generate import EngineConfig
+    from evaluation.runner import RunConfig
+
+    run = RunConfig(EngineConfig("m"), "out", [])
     for name in MATH_BENCHMARKS:
-        assert default_max_new_tokens(name) == 4096
+        assert run.sampling_for(name).max_tokens == 4096
     for name in ("mmlu_pro", "supergpqa", "bbeh", "gpqa_diamond"):
-        assert default_max_new_tokens(name) == 8192
-    assert default_max_new_tokens("MMLU-Pro") == 8192  # aliases resolve
+        assert run.sampling_for(name).max_tokens == 8192
+    assert run.sampling_for("MMLU-Pro").max_tokens == 8192  # aliases resolve
+    assert RunConfig(EngineConfig("m"), "out", [], max_tokens=100).sampling_for("mmlu_pro").max_tokens == 100
     assert all(spec.default_limit is None for spec in REGISTRY.values())
 
 

@@ -300,13 +300,6 @@ def test_pickle_round_trip() -> None:
     assert_same(restored.repeat(2)[3:7], data.repeat(2)[3:7])
 
 
-def test_save_and_load_from_disk(tmp_path) -> None:
-    data = make()
-    path = data.save_to_disk(tmp_path / "sub" / "batch.pt")
-    assert [p.name for p in path.parent.iterdir()] == ["batch.pt"]  # no temp file left behind
-    assert_same(DataProto.load_from_disk(path), data)
-
-
 def test_objects_survive_a_chain_of_operations() -> None:
     data = make()
     out = data.repeat(2, interleave=True)  # 10 rows

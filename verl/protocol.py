@@ -14,16 +14,12 @@ verl / EasyR1 so code written against either reads the same here.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from verl.utils.fs import atomic_write
 
 __all__ = ["DataProto", "DataProtoItem", "pad_dataproto_to_divisor", "unpad_dataproto"]
 
@@ -370,17 +366,6 @@ class DataProto:
     def cpu(self) -> DataProto:
         """Move every tensor to the CPU in place; returns ``self``."""
         return self.to("cpu")
-
-    def save_to_disk(self, path: str | os.PathLike) -> Path:
-        """Write atomically (readers never see a partial file); tensors are saved as they are."""
-        state = {"batch": self.batch, "non_tensor_batch": self.non_tensor_batch, "meta_info": self.meta_info}
-        return atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-    @classmethod
-    def load_from_disk(cls, path: str | os.PathLike, map_location: str | None = "cpu") -> DataProto:
-        """Read a file written by ``save_to_disk``; only load files you trust (object arrays unpickle)."""
-        state = torch.load(path, map_location=map_location, weights_only=False)
-        return cls(**state)
 
 
 def pad_dataproto_to_divisor(data: DataProto, size_divisor: int) -> tuple[DataProto, int]:

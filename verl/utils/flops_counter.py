@@ -87,13 +87,6 @@ def estimate_flops(
     return _rate(count_flops(config, batch_seqlens, backward=True), delta_time_s), peak_tflops()
 
 
-def forward_flops(
-    config: Any, batch_seqlens: Sequence[int], delta_time_s: float
-) -> tuple[float, float | None]:
-    """Like `estimate_flops`, for forward-only passes (old / reference log-probs): 2x, not 6x."""
-    return _rate(count_flops(config, batch_seqlens, backward=False), delta_time_s), peak_tflops()
-
-
 def _rate(flops: float, delta_time_s: float) -> float:
     if not delta_time_s > 0:
         raise ValueError(f"delta_time_s must be > 0, got {delta_time_s}")

@@ -1,4 +1,4 @@
-"""Small tensor helpers used by the GRPO math and the actor: masked reductions and log-probs.
+"""Small tensor helpers used by the GRPO math and the actor: masked reductions and the fused LM-head log-probs.
 
 Conventions: `mask` has the shape of `x` (or broadcasts to it) and holds 1 for a valid token and 0
 for padding. Masked positions never reach a result, even when they hold inf or NaN (log-probs of
@@ -8,7 +8,6 @@ padding can be -inf), because they are replaced by 0 before any sum.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 # Rows of (N, V) logits are processed in chunks of about this many elements (64 Mi, 256 MiB in fp32):
 # with a 150k vocabulary and thousands of tokens per micro-batch, a full fp32 copy of the logits
@@ -102,98 +101,6 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
 def _rows_per_chunk(vocab_size: int) -> int:
     """Rows of (N, V) logits per chunk, so that a chunk holds about _CHUNK_ELEMENTS elements."""
     return max(1, _CHUNK_ELEMENTS // max(vocab_size, 1))
-
-
-class _LogProbsFromLogits(torch.autograd.Function):
-    """log softmax(logits)[label] computed in fp32 (fp64 for fp64 logits), chunk by chunk, without keeping a full fp32 copy.
-
-    Forward saves only the logits (already alive in the caller's graph), the labels and the
-    log-sum-exp per row (N floats). Backward recomputes the softmax one chunk at a time:
-    d logp / d logits = onehot(label) - softmax(logits).
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # (N, V), (N,) -> (N,)
-        num_rows, vocab = logits.shape
-        dtype = _compute_dtype(logits)
-        out = torch.empty(num_rows, dtype=dtype, device=logits.device)
-        lse = torch.empty(num_rows, dtype=dtype, device=logits.device)
-        step = _rows_per_chunk(vocab)
-        for start in range(0, num_rows, step):
-            chunk = logits[start : start + step].to(dtype)
-            lse[start : start + step] = torch.logsumexp(chunk, dim=-1)
-            picked = chunk.gather(-1, labels[start : start + step].unsqueeze(-1)).squeeze(-1)
-            out[start : start + step] = picked - lse[start : start + step]
-        ctx.save_for_backward(logits, labels, lse)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logits, labels, lse = ctx.saved_tensors
-        num_rows, vocab = logits.shape
-        grad_logits = torch.empty_like(logits)
-        step = _rows_per_chunk(vocab)
-        for start in range(0, num_rows, step):
-            sl = slice(start, start + step)
-            g = grad_out[sl].to(lse.dtype).unsqueeze(-1)  # (n, 1)
-            grad = -torch.exp(logits[sl].to(lse.dtype) - lse[sl].unsqueeze(-1)) * g
-            grad.scatter_add_(-1, labels[sl].unsqueeze(-1), g)
-            grad_logits[sl] = grad.to(logits.dtype)
-        return grad_logits, None
-
-
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each label under softmax(logits): log_softmax(logits)[..., label].
-
-    Computed as logit[label] - logsumexp(logits) in fp32, a chunk of rows at a time, with a custom
-    backward that recomputes the softmax per chunk: neither forward nor backward holds a full fp32
-    (N, V) copy, which matters for bf16 logits with a 150k vocabulary. Divide logits by the sampling
-    temperature before calling.
-
-    Args:
-        logits: (..., V), any float dtype.
-        labels: (...) int64 token ids in [0, V) (padding positions must hold a valid id too, e.g. the pad id).
-
-    Returns:
-        (...) log-probabilities in float32 (float64 for float64 logits); differentiable with respect
-        to `logits` (first order).
-    """
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree: want (..., V) and (...)"
-        )
-    batch_shape, vocab = labels.shape, logits.shape[-1]
-    flat_logits = logits.reshape(-1, vocab)
-    flat_labels = labels.reshape(-1).long()
-    return _LogProbsFromLogits.apply(flat_logits, flat_labels).reshape(batch_shape)
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) along the last dimension: logsumexp(z) - sum(softmax(z) * z).
-
-    Computed in fp32 a chunk of rows at a time (bounded extra memory when used for metrics under
-    torch.no_grad(); with autograd on, each chunk's fp32 softmax is kept for backward).
-
-    Args:
-        logits: (..., V), any float dtype.
-
-    Returns:
-        (...) entropies in nats, float32 (float64 for float64 logits).
-    """
-    vocab = logits.shape[-1]
-    flat = logits.reshape(-1, vocab)
-    step = _rows_per_chunk(vocab)
-    parts = []
-    for start in range(0, flat.shape[0], step):
-        chunk = flat[start : start + step].to(_compute_dtype(logits))
-        probs = F.softmax(chunk, dim=-1)
-        # p * z is 0 * -inf = NaN for a token with logit -inf (a banned token); its term is 0.
-        p_times_z = torch.where(probs > 0, probs * chunk, torch.zeros((), device=chunk.device))
-        parts.append(torch.logsumexp(chunk, dim=-1) - p_times_z.sum(dim=-1))
-    if not parts:
-        return torch.zeros(logits.shape[:-1], dtype=_compute_dtype(logits), device=logits.device)
-    return torch.cat(parts).reshape(logits.shape[:-1])
 
 
 class _LinearLogProbs(torch.autograd.Function):
