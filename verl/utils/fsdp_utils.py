@@ -27,10 +27,6 @@ def flash_attn_import_error() -> str | None:
     return None
 
 
-def flash_attn_available() -> bool:
-    return torch.cuda.is_available() and flash_attn_import_error() is None
-
-
 def load_model_rank0(
     model_path: str,
     trust_remote_code: bool = False,
