@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,15 +29,13 @@ def _base_model_from_run(checkpoint: Path) -> str:
 
 def load_sharded_model_state(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Full model state dict from the DCP shards in `<checkpoint>/actor` (optimizer state ignored)."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    from verl.utils.checkpoint_safe import load_full_checkpoint
 
     actor_dir = Path(checkpoint) / "actor"
     if not (actor_dir / ".metadata").is_file():
         raise SystemExit(f"{actor_dir} holds no torch.distributed.checkpoint shards (.metadata missing)")
-    with tempfile.TemporaryDirectory() as tmp:
-        flat = Path(tmp) / "state.pt"
-        dcp_to_torch_save(actor_dir, flat)
-        state = torch.load(flat, weights_only=False)
+    # No code is unpickled from the checkpoint: metadata by allow-list, other items weights_only.
+    state = load_full_checkpoint(actor_dir)
     model_state = state["model"]
     return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in model_state.items()}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -23,10 +22,17 @@ import torch.distributed as dist
 
 from verl.protocol import DataProto
 from verl.single_controller.decorator import Dispatch, register
-from verl.single_controller.worker import Worker
+from verl.single_controller.worker import Worker, init_process_group
 from verl.trainer.config import PPOConfig
 from verl.utils import device as dev
 from verl.utils import fsdp_utils
+from verl.utils.checkpoint_safe import (
+    SafeLoadPlanner,
+    load_extra_state,
+    restore_rng_state,
+    rng_state_to_tensors,
+    safe_reader,
+)
 
 
 def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -119,7 +125,8 @@ class FSDPWorker(Worker):
             # Ray sets OMP_NUM_THREADS from num_cpus; torch must follow it or ranks oversubscribe cores.
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         if not dist.is_initialized():
-            dist.init_process_group(backend=dev.dist_backend(self.device), timeout=timedelta(minutes=30))
+            # Loopback-only on a single node (the store and gloo would listen on every interface).
+            init_process_group(dev.dist_backend(self.device), timeout=timedelta(minutes=30))
         self.compute_device = dev.local_device(self.device)
         self.mesh = init_device_mesh(self.device, (self.world_size,))
         torch.manual_seed(self.config.trainer.seed + self.rank)
@@ -318,14 +325,10 @@ class FSDPWorker(Worker):
 
         model_sd, optim_sd = get_state_dict(self.actor_module, self.optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(path, "actor"))
+        # Tensors and plain values only: resume loads it with weights_only=True (no code unpickled).
         extra = {
             "lr_scheduler": self.lr_scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state() if self.device == "cuda" else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
+            "rng": rng_state_to_tensors(cuda=self.device == "cuda"),
         }
         torch.save(extra, os.path.join(path, "actor", f"extra_state_rank{self.rank}.pt"))
         if hf_dir:
@@ -339,7 +342,9 @@ class FSDPWorker(Worker):
 
         model_sd, optim_sd = get_state_dict(self.actor_module, self.optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        dcp.load(state, checkpoint_id=os.path.join(path, "actor"))
+        # The metadata and non-tensor items are unpickled with an allow-list / weights_only.
+        actor_dir = os.path.join(path, "actor")
+        dcp.load(state, storage_reader=safe_reader(actor_dir), planner=SafeLoadPlanner())
         set_state_dict(
             self.actor_module,
             self.optimizer,
@@ -354,14 +359,9 @@ class FSDPWorker(Worker):
             raise FileNotFoundError(
                 f"{extra_path} is missing: the checkpoint was written with a different world size"
             )
-        extra = torch.load(extra_path, weights_only=False)
+        extra = load_extra_state(extra_path)
         self.lr_scheduler.load_state_dict(extra["lr_scheduler"])
-        rng = extra["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and self.device == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        restore_rng_state(extra["rng"], cuda=self.device == "cuda")
         dist.barrier()
 
     @register(Dispatch.ONE_TO_ALL)
