@@ -184,6 +184,12 @@ def build_run_config(args: argparse.Namespace):
     if args.judge_url:
         if not args.judge_model:
             raise SystemExit("--judge-url needs --judge-model")
+        from evaluation.judge import check_judge_url
+
+        try:  # before any model loads
+            check_judge_url(args.judge_url)
+        except ValueError as e:
+            raise SystemExit(f"--judge-url: {e}") from None
         judge = JudgeConfig(
             args.judge_url,
             args.judge_model,

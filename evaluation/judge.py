@@ -11,16 +11,17 @@ columns, next to the rule-based score, never instead of it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
-import re
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from evaluation.loaders import Item
 from evaluation.scoring import BenchmarkScore
@@ -43,12 +44,26 @@ def judge_user_prompt(question: str, gold: str, candidate: str) -> str:
     )
 
 
+def _drop_think_blocks(text: str) -> str:
+    """``re.sub(r"<think>.*?</think>", " ", text, flags=re.S)`` with `str.find`: linear, where the
+    regex rescans to the end from every ``<think>`` of a reply that never closes one."""
+    parts, pos = [], 0
+    while (start := text.find("<think>", pos)) >= 0:
+        end = text.find("</think>", start + len("<think>"))
+        if end < 0:  # no closing tag after this one, so none after a later <think> either
+            break
+        parts += [text[pos:start], " "]
+        pos = end + len("</think>")
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 def parse_verdict(text: str) -> bool | None:
     """YES -> True, NO -> False, anything else -> None (an unusable verdict, counted as wrong).
 
     A reasoning model's <think>...</think> block is skipped; the first word after it decides.
     """
-    text = re.sub(r"<think>.*?</think>", " ", text or "", flags=re.S)
+    text = _drop_think_blocks(text or "")
     words = text.strip().strip("*").split()
     if not words:
         return None
@@ -56,11 +71,109 @@ def parse_verdict(text: str) -> bool | None:
     return True if head == "YES" else False if head == "NO" else None
 
 
+# A verdict is one word; an OpenAI-style reply carrying it is well under this. A larger reply is
+# refused rather than read into memory.
+MAX_REPLY_BYTES = 1 << 20
+
+
+class JudgeEndpointError(urllib.error.URLError):
+    """The endpoint did something a judge client must not follow (another host, a huge reply)."""
+
+
+def _is_loopback_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def check_judge_url(url: str) -> str:
+    """`url` if it is https, or http on loopback; else ValueError naming the fix. The key travels
+    in a header, so plain http is allowed only where nothing leaves the machine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"judge URL {redact_url(url)!r} is not an http(s) URL, e.g. https://host/v1")
+    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"judge URL {redact_url(url)!r} is plain http to another machine: the key and the "
+            "answers would travel unencrypted; use https (http is accepted on 127.0.0.1 / localhost)"
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """`url` without what may be a secret: the user:password part and the query string."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return "<unparsable URL>"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", ""))
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects with the request's headers, Authorization included: a redirect to
+    another scheme, host or port is refused instead of followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url):
+            raise JudgeEndpointError(
+                f"the judge endpoint {redact_url(req.full_url)} redirected to {redact_url(newurl)} "
+                f"(HTTP {code}); not followed, so the key is not sent there: point --judge-url at "
+                "the final address"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
+def _read_capped(response, limit: int = MAX_REPLY_BYTES) -> bytes:
+    data = response.read(limit + 1)
+    if len(data) > limit:
+        raise JudgeEndpointError(f"the judge's reply is larger than {limit} bytes: refused")
+    return data
+
+
+def chat_completion(
+    url: str, body: dict, api_key: str | None, timeout_s: float, retries: int
+) -> tuple[str | None, int, Exception | None]:
+    """POST one chat-completions request (`url` ends in /chat/completions), retried `retries` times.
+
+    Returns (the first choice's message content or None when every attempt failed, attempts made,
+    the last error). Shared by the judge and the run analysis's oracle (analysis/oracle.py).
+    """
+    check_judge_url(url)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    data = json.dumps(body).encode("utf-8")
+    last_error: Exception | None = None
+    for attempt in range(1, retries + 2):
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with _OPENER.open(request, timeout=timeout_s) as response:
+                payload = json.loads(_read_capped(response).decode("utf-8"))
+            return payload["choices"][0]["message"]["content"] or "", attempt, None
+        except JudgeEndpointError as error:  # the same answer again: not retried
+            return None, attempt, error
+        except (urllib.error.URLError, TimeoutError, KeyError, IndexError, json.JSONDecodeError) as error:
+            last_error = error
+    return None, retries + 1, last_error
+
+
 class LLMJudge:
     """Client of an OpenAI-compatible chat-completions endpoint with an on-disk verdict cache.
 
     Args:
-        base_url: e.g. "http://127.0.0.1:8000/v1" (the "/chat/completions" path is appended).
+        base_url: e.g. "http://127.0.0.1:8000/v1" (the "/chat/completions" path is appended);
+            https, or http on loopback only. Redirects to another host are refused (the key would
+            follow them) and replies over MAX_REPLY_BYTES too.
         model: model name sent in the request.
         api_key: bearer token (None: no Authorization header).
         cache_path: json file of cached verdicts (None: in memory only).
@@ -79,7 +192,7 @@ class LLMJudge:
         max_workers: int = 8,
         max_tokens: int = 16,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = check_judge_url(base_url.rstrip("/") + "/chat/completions")
         self.model = model
         self.api_key = api_key
         self.cache_path = Path(cache_path) if cache_path else None
@@ -108,25 +221,17 @@ class LLMJudge:
             "temperature": 0.0,
             "max_tokens": self.max_tokens,
         }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode("utf-8")
-        last_error: Exception | None = None
-        for _ in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with self._lock:
-                    self.requests_sent += 1
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    payload = json.loads(response.read().decode("utf-8"))
-                return parse_verdict(payload["choices"][0]["message"]["content"] or "")
-            except (urllib.error.URLError, TimeoutError, KeyError, IndexError, json.JSONDecodeError) as error:
-                last_error = error
+        content, attempts, last_error = chat_completion(
+            self.url, body, self.api_key, self.timeout_s, self.retries
+        )
         with self._lock:
-            self.failures += 1
-        logger.warning("judge request failed after %d attempts: %s", self.retries + 1, last_error)
-        return None
+            self.requests_sent += attempts
+            if content is None:
+                self.failures += 1
+        if content is None:
+            logger.warning("judge request failed after %d attempts: %s", attempts, last_error)
+            return None
+        return parse_verdict(content)
 
     def verdicts(self, triples: list[tuple[str, str, str]]) -> list[bool | None]:
         """Verdict for each (question, gold, candidate); cached ones are not requested again.

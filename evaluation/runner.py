@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.generate import Engine, EngineConfig, GenRequest, SamplingConfig, make_engine
-from evaluation.judge import LLMJudge, apply_judge
+from evaluation.judge import LLMJudge, apply_judge, redact_url
 from evaluation.loaders import LoadedBenchmark, find_local_file, load_benchmark
 from evaluation.prompts import build_messages, render_prompt, stop_settings
 from evaluation.registry import get_spec
@@ -194,7 +194,11 @@ class EvaluationRun:
     def resume_key(self, loaded: LoadedBenchmark, gen_key: str) -> str:
         """What a finished benchmark's scores depend on beyond its responses (must match to keep it)."""
         cfg = self.config
-        judge = None if cfg.judge is None else [cfg.judge.base_url, cfg.judge.model, cfg.judge.max_tokens]
+        judge = (
+            None
+            if cfg.judge is None
+            else [redact_url(cfg.judge.base_url), cfg.judge.model, cfg.judge.max_tokens]
+        )
         scoring = {
             "gen_key": gen_key,
             "metric": loaded.spec.metric,
@@ -382,7 +386,7 @@ class EvaluationRun:
             self._stack = None
         if self._judge is not None:
             results["judge"] = {
-                "base_url": cfg.judge.base_url,
+                "base_url": redact_url(cfg.judge.base_url),  # never a user:password or ?key=
                 "model": cfg.judge.model,
                 "requests_sent": self._judge.requests_sent,
                 "failures": self._judge.failures,

@@ -3,17 +3,19 @@
 The authors' pipeline *required* a hub round trip between stages; here the stages hand each other
 local files and this upload is only a convenience (`--push-to-hub`). It needs:
 
-- a namespace: env ``HUGGINGFACENAME``, else ``huggingface_name`` in tokens.json;
-- a token: env ``HF_TOKEN``, else ``huggingface`` in tokens.json (project root).
+- a namespace: env ``HUGGINGFACENAME``, else ``huggingface_name`` in tokens.local.json / tokens.json;
+- a token: env ``HF_TOKEN``, else ``huggingface`` in tokens.local.json / tokens.json (project root).
 
-Environment variables take precedence over tokens.json; tokens.json itself is optional.
+Environment variables take precedence; tokens.local.json (git-ignored) over tokens.json (the
+committed empty template); both files are optional.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from verl.utils.tokens import TokenFileError, read_token
 
 DEFAULT_TOKENS_PATH = Path(__file__).resolve().parents[1] / "tokens.json"
 
@@ -22,22 +24,14 @@ class HubConfigError(RuntimeError):
     """The push was asked for but the namespace or the token is missing."""
 
 
-def _tokens_entry(tokens_path: Path, key: str) -> str:
-    if not tokens_path.is_file():
-        return ""
-    try:
-        data = json.loads(tokens_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise HubConfigError(f"cannot read {tokens_path}: {exc}") from exc
-    value = data.get(key, "") if isinstance(data, dict) else ""
-    return value.strip() if isinstance(value, str) else ""
-
-
 def resolve_hub_credentials(tokens_path: str | os.PathLike | None = None) -> tuple[str, str]:
     """(namespace, token) for pushing; HubConfigError naming what is missing and where to set it."""
     path = Path(tokens_path) if tokens_path is not None else DEFAULT_TOKENS_PATH
-    namespace = os.environ.get("HUGGINGFACENAME", "").strip() or _tokens_entry(path, "huggingface_name")
-    token = os.environ.get("HF_TOKEN", "").strip() or _tokens_entry(path, "huggingface")
+    try:  # the environment, then tokens.local.json, then tokens.json (verl/utils/tokens.py)
+        namespace = read_token("HUGGINGFACENAME", path, "huggingface_name")
+        token = read_token("HF_TOKEN", path, "huggingface")
+    except TokenFileError as exc:
+        raise HubConfigError(str(exc)) from exc
     missing = []
     if not namespace:
         missing.append("the hub user/organisation (env HUGGINGFACENAME or 'huggingface_name' in tokens.json)")

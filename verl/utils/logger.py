@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from verl.utils.fs import atomic_write_jsonl, atomic_write_text
+from verl.utils.tokens import TokenFileError, read_token
 
 VALID_LOGGERS = ("console", "jsonl", "tensorboard", "wandb")
 METRICS_FILE = "metrics.jsonl"
@@ -68,19 +69,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def find_wandb_key(tokens_path: str | os.PathLike | None = None) -> str | None:
-    """The W&B API key from WANDB_API_KEY, else the `wandb` entry of tokens.json; None if neither."""
-    key = os.environ.get("WANDB_API_KEY", "").strip()
-    if key:
-        return key
+    """The W&B API key from WANDB_API_KEY, else the `wandb` entry of tokens.local.json or
+    tokens.json; None if none."""
     path = Path(tokens_path) if tokens_path is not None else DEFAULT_TOKENS_PATH
-    if not path.is_file():
+    try:  # the environment, then tokens.local.json, then tokens.json (verl/utils/tokens.py)
+        return read_token("WANDB_API_KEY", path, "wandb") or None
+    except TokenFileError as e:
+        _warn(f"{e}; ignoring it")
         return None
-    try:
-        entry = json.loads(path.read_text(encoding="utf-8")).get("wandb", "")
-    except (OSError, ValueError, AttributeError) as e:
-        _warn(f"cannot read {path} ({e}); ignoring it")
-        return None
-    return entry.strip() if isinstance(entry, str) and entry.strip() else None
 
 
 def has_wandb_login() -> bool:
