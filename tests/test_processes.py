@@ -73,6 +73,13 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.05)  # polling /proc or a file: there is nothing to wait on
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
+
+
 def _sleeper(**popen_kwargs) -> subprocess.Popen:
     return subprocess.Popen([PY, "-c", "import time; time.sleep(600)"], **popen_kwargs)
 
@@ -318,8 +325,19 @@ def test_challenger_stage_sigkilled_with_its_solver_server_up_leaves_no_server(
             lambda: not any(is_recorded_process(r) for r in records), 60, "the Solver server's processes"
         )
         assert not process_group_members(service["servers"][0]["pgid"])
-        survivors = [r["pid"] for r in tree if is_recorded_process(r) and r not in records]
-        print(f"\nother processes of the stage still alive after the kill: {survivors}")  # see the report
+        # Every other process the stage had started (Ray's, the trainer ranks') goes too.
+        others = [r for r in tree if r not in records]
+        assert others, "the stage's process tree was not captured"
+        records = [*records, *others]  # reaped in `finally` if the assertion below fails
+
+        def survivors() -> list[str]:
+            alive = [r["pid"] for r in others if is_recorded_process(r)]
+            return [f"{pid} {_cmdline(pid)}"[:200] for pid in alive]
+
+        deadline = time.monotonic() + 60
+        while survivors() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling /proc: there is nothing to wait on
+        assert not survivors(), f"processes of the stage alive 60 s after the kill: {survivors()}"
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
