@@ -4,12 +4,17 @@ A vLLM server takes ~35-150 s to become ready on a small shared CPU machine, so 
 started for the module and the checks that need a healthy server run on it first; the last test of
 the module kills that server and then checks that stopping cleans up everything. The CLI gets its
 own server (it is a separate process by design).
+
+The module's server serves a copy of the tiny model whose generation_config.json asks for a
+repetition penalty and a min_p, which the offline engines never apply: the server must not either.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +29,7 @@ import pytest
 from rzero.prompts import SOLVER_SYSTEM_PROMPT, solver_messages
 from solver_service.client import SolverClient
 from solver_service.server import (
+    API_KEY_ENV,
     PIDS_FILE_NAME,
     SolverService,
     SolverServiceError,
@@ -72,13 +78,27 @@ class _FirstPortTaken(SolverService):
         return super()._pick_port()
 
 
+# Sampling defaults a model may ship (Qwen3's and others' generation_config.json set some).
+GENERATION_DEFAULTS = {"repetition_penalty": 2.0, "min_p": 0.2}
+
+
 @pytest.fixture(scope="module")
-def service(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory):
+def model_dir(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny model, with sampling defaults in its generation_config.json."""
+    model = tmp_path_factory.mktemp("penalised") / "tiny-qwen3"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**config, **GENERATION_DEFAULTS}))
+    return str(model)
+
+
+@pytest.fixture(scope="module")
+def service(model_dir: str, tmp_path_factory: pytest.TempPathFactory):
     log_dir = tmp_path_factory.mktemp("solver_logs")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        svc = _FirstPortTaken(tiny_model_dir, log_dir, taken_port=squatter.getsockname()[1], **SERVER_ARGS)
+        svc = _FirstPortTaken(model_dir, log_dir, taken_port=squatter.getsockname()[1], **SERVER_ARGS)
         svc.start()
         svc.squatted_port = squatter.getsockname()[1]
     print(f"solver server ready in {svc.start_seconds:.1f} s")
@@ -87,10 +107,8 @@ def service(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def client(service: SolverService, tiny_model_dir: str):
-    with SolverClient(
-        service.endpoints, service.model_name, tiny_model_dir, timeout_s=120, backoff_s=0.2
-    ) as c:
+def client(service: SolverService, model_dir: str):
+    with SolverClient(service.endpoints, service.model_name, model_dir, timeout_s=120, backoff_s=0.2) as c:
         yield c
 
 
@@ -159,6 +177,79 @@ def test_service_is_up_on_loopback_after_losing_its_first_port(service: SolverSe
     # Signal handlers are installed while the service runs.
     assert signal.getsignal(signal.SIGTERM) == service._on_signal
     assert signal.getsignal(signal.SIGINT) == service._on_signal
+
+
+@pytest.mark.slow
+def test_requests_without_the_key_are_refused_and_the_key_is_nowhere_written(service: SolverService):
+    """vLLM's API server reads the key from VLLM_API_KEY (vllm/entrypoints/serve/middleware):
+    /v1 routes answer 401 without it; the key is on no command line, in no log or pids file."""
+    url, key = service.endpoints[0], service.api_key
+    body = {"model": service.model_name, "prompt": "2 + 3 =", "max_tokens": 2}
+    wrong = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
+    for headers in ({}, wrong):
+        assert httpx.post(f"{url}/v1/completions", json=body, headers=headers, timeout=60).status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers=headers, timeout=60).status_code == 401
+    answered = httpx.post(f"{url}/v1/completions", json=body, headers=service.auth_headers, timeout=60)
+    assert answered.status_code == 200 and answered.json()["choices"]
+    assert os.environ[API_KEY_ENV] == key  # where the clients of this process read it
+    members = process_group_members(service.pids[0])
+    assert len(members) >= 2  # the supervisor, the API server (and its engine)
+    for pid in members:
+        assert key not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    for path in service.log_dir.iterdir():
+        assert key not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.slow
+def test_server_samples_as_the_offline_engine_whatever_the_models_generation_config(
+    service: SolverService, client: SolverClient, model_dir: str
+):
+    """The offline engines (infra.vllm_engines, the rollout) pass every sampling parameter, so the
+    model's generation_config.json (a repetition penalty here) never applies there; the server runs
+    with --generation-config vllm, so a request that does not name it gets none either: the same
+    greedy tokens and log-probs as the offline engine on the same prompt."""
+    from vllm.inputs import TokensPrompt
+
+    from infra.vllm_engines import EngineSettings, SamplingSettings, make_llm, sampling_params, shutdown_llm
+
+    prompt = client.format_prompt(QUESTIONS[0])
+    prompt_ids = client.tokenizer(prompt, add_special_tokens=client.add_special_tokens)["input_ids"]
+
+    def served(**extra: object) -> tuple[list[int], list[float]]:
+        body = {
+            "model": service.model_name,
+            "prompt": prompt,
+            "max_tokens": 8,
+            "temperature": 0.0,
+            "logprobs": 0,
+            "return_tokens_as_token_ids": True,
+            "stop_token_ids": client.stop_token_ids,
+            "add_special_tokens": client.add_special_tokens,
+            **extra,
+        }
+        r = httpx.post(
+            f"{service.endpoints[0]}/v1/completions", json=body, headers=service.auth_headers, timeout=120
+        )
+        assert r.status_code == 200, r.text
+        logprobs = r.json()["choices"][0]["logprobs"]
+        return [int(t.removeprefix("token_id:")) for t in logprobs["tokens"]], logprobs["token_logprobs"]
+
+    server_ids, server_logprobs = served()
+    llm = make_llm(EngineSettings(model=model_dir, dtype="float32", max_model_len=512), on_gpu=False)
+    try:
+        params = sampling_params(SamplingSettings(temperature=0.0, max_tokens=8), None, client.stop_token_ids)
+        params.logprobs = 0
+        (out,) = llm.generate([TokensPrompt(prompt_token_ids=prompt_ids)], params, use_tqdm=False)
+    finally:
+        shutdown_llm(llm)
+    offline = out.outputs[0]
+    offline_logprobs = [step[t].logprob for step, t in zip(offline.logprobs, offline.token_ids)]
+    print(f"server {server_ids} {server_logprobs}\noffline {list(offline.token_ids)} {offline_logprobs}")
+    assert server_ids == list(offline.token_ids) and len(server_ids) == 8
+    assert server_logprobs == pytest.approx(offline_logprobs, abs=1e-4)
+    # Control: the model's penalty, asked for explicitly, changes the tokens (so a server applying
+    # the generation_config by default would fail the comparison above).
+    assert served(repetition_penalty=GENERATION_DEFAULTS["repetition_penalty"])[0] != server_ids
 
 
 def _question_leaving(client: SolverClient, budget: int) -> tuple[str, int]:
@@ -260,7 +351,9 @@ def test_max_tokens_is_fitted_to_the_context_and_overlong_prompts_get_empty_answ
     # context: a 400 that no retry fixes, which would fail the whole batch of questions ...
     def raw(prompt: str, max_tokens: int) -> httpx.Response:
         body = {"model": service.model_name, "prompt": client.format_prompt(prompt), "max_tokens": max_tokens}
-        return httpx.post(f"{service.endpoints[0]}/v1/completions", json=body, timeout=60)
+        return httpx.post(
+            f"{service.endpoints[0]}/v1/completions", json=body, headers=service.auth_headers, timeout=60
+        )
 
     assert raw(question, 4096).status_code == 400
     assert raw(overlong, 1).status_code == 400
@@ -276,15 +369,15 @@ def test_max_tokens_is_fitted_to_the_context_and_overlong_prompts_get_empty_answ
 
 
 @pytest.mark.slow
-def test_rejected_requests_fail_at_once_and_timeouts_are_bounded(service: SolverService, tiny_model_dir: str):
+def test_rejected_requests_fail_at_once_and_timeouts_are_bounded(service: SolverService, model_dir: str):
     # A wrong model name is the caller's error: no retries, a clear message.
-    with SolverClient(service.endpoints, "no-such-model", tiny_model_dir, max_model_len=512) as wrong:
+    with SolverClient(service.endpoints, "no-such-model", model_dir, max_model_len=512) as wrong:
         with pytest.raises(SolverServiceError, match="rejected the request"):
             wrong.answer(["What is 1 + 1?"], n=1, max_tokens=4)
         assert wrong.stats()["retries"] == 0
     # A server that does not answer in time: every attempt times out, then the call fails.
     with SolverClient(
-        service.endpoints, service.model_name, tiny_model_dir, timeout_s=0.05, max_retries=2, backoff_s=0.1
+        service.endpoints, service.model_name, model_dir, timeout_s=0.05, max_retries=2, backoff_s=0.1
     ) as impatient:
         t0 = time.monotonic()
         with pytest.raises(SolverServiceError, match=r"after 3 attempts.*Timeout"):
@@ -327,7 +420,9 @@ def test_killed_server_fails_answer_in_bounded_time_and_stop_cleans_up(
     error = outcome["result"]
     assert isinstance(error, SolverServiceError), error
     print(f"answer() failed {outcome['seconds']:.1f} s into the call: {error}")
-    assert "after 4 attempts" in str(error) and service.endpoints[0] in str(error)
+    # Either every attempt failed, or the server refused connections (gone): no waiting out the rest.
+    assert "after 4 attempts" in str(error) or "every solver server refuses connections" in str(error)
+    assert service.endpoints[0] in str(error)
     assert client.stats()["failures"] >= 1
 
     # SIGINT while the service runs: its handler stops the servers, then behaves like the previous
@@ -374,8 +469,12 @@ def test_cli_writes_endpoints_and_stops_its_servers_on_sigterm(tiny_model_dir: s
     ]
     cmd += ["--log-dir", str(tmp_path / "logs"), "--endpoints-file", str(endpoints_file)]
     cmd += ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--stop-grace-s", "20"]
+    key = secrets.token_urlsafe(32)  # the shell driver's: shared with the clients through the environment
+    env = {**os.environ, API_KEY_ENV: key}
     with open(tmp_path / "cli.log", "wb") as cli_log:  # the child keeps its own copy of the fd
-        proc = subprocess.Popen(cmd, stdout=cli_log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=cli_log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
         deadline = time.monotonic() + 600
         while not endpoints_file.exists():  # readiness: the file appears once every server is healthy
@@ -391,7 +490,10 @@ def test_cli_writes_endpoints_and_stops_its_servers_on_sigterm(tiny_model_dir: s
         )
         members = process_group_members(info["pids"][0])
         port = int(info["endpoints"][0].rsplit(":", 1)[1])
-        with SolverClient(info["endpoints"], info["model_name"], tiny_model_dir, timeout_s=120) as c:
+        assert key not in endpoints_file.read_text()
+        with SolverClient(
+            info["endpoints"], info["model_name"], tiny_model_dir, timeout_s=120, api_key=key
+        ) as c:
             assert [len(a) for a in c.answer(QUESTIONS[:2], n=2, max_tokens=8)] == [2, 2]
 
         proc.send_signal(signal.SIGTERM)
