@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: set up .venv if needed, check style, run the whole test suite.
 #   bash scripts/test.sh                 # everything (what CI runs)
-#   bash scripts/test.sh -m "not slow"   # unit tests only; any pytest arguments pass through
+#   bash scripts/test.sh -m "not slow"   # without the long end-to-end runs (still starts engines); any pytest arguments pass through
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
