@@ -84,6 +84,7 @@ from infra.processes import (
 )
 from infra.supervise import supervised_command
 from verl.utils.fs import atomic_write_json
+from verl.utils.process_memory import vm_hwm_mib
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ class SolverService:
         log_dir: one log file per server (`solver_server_<i>.log`) and the PIDs file go here.
         devices: CUDA device ids the service may use (e.g. ["0", "1"]); one server per group of
             `tensor_parallel_size` of them, each seeing only its group through CUDA_VISIBLE_DEVICES.
-            None or [] starts one server with the inherited environment (the CPU case).
+            None or [] starts `cpu_servers` servers (one by default) with the inherited
+            environment (the CPU case).
         served_model_name: the name clients put in requests; defaults to `model` (vLLM's default).
         seed: server i gets seed `seed + i`, so two servers do not draw the same samples.
         ready_timeout_s: deadline for every server to answer /health and /v1/models.
@@ -173,6 +175,7 @@ class SolverService:
         api_key: str | None = None,
         export_api_key: bool = True,
         watch_interval_s: float = WATCH_INTERVAL_S,
+        cpu_servers: int = 1,
     ) -> None:
         self.model = str(model)
         self.model_name = served_model_name or self.model
@@ -197,10 +200,13 @@ class SolverService:
         self.watch_interval_s = watch_interval_s
         self._watch_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        if cpu_servers < 1:
+            raise ValueError(f"cpu_servers must be >= 1, got {cpu_servers}")
+        # devices None or []: CPU servers (never "every visible GPU": the plan decides)
+        groups = device_groups(devices, tensor_parallel_size) if devices else [None] * cpu_servers
         self.servers = [
             SolverServer(index=i, devices=group, log_path=self.log_dir / f"solver_server_{i}.log")
-            # devices None or []: one server on CPU (never "every visible GPU": the plan decides)
-            for i, group in enumerate(device_groups(devices or [], tensor_parallel_size))
+            for i, group in enumerate(groups)
         ]
         self.pids_file = self.log_dir / PIDS_FILE_NAME
         self.start_seconds: float | None = None
@@ -236,12 +242,8 @@ class SolverService:
         return self._state in ("starting", "ready")
 
     @property
-    def api_key(self) -> str:
-        """The key the servers require (`Authorization: Bearer <key>`)."""
-        return self._api_key
-
-    @property
     def auth_headers(self) -> dict[str, str]:
+        """What a request to the servers carries: `Authorization: Bearer <the service's key>`."""
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def start(self) -> SolverService:
@@ -304,6 +306,19 @@ class SolverService:
             self._http.close()
             self._write_pids_file()
             logger.info("solver service stopped (pids %s)", self.pids)
+
+    def peak_rss_mib(self) -> list[dict[str, float]]:
+        """Per server, the peak RSS (VmHWM, MiB) of each live process of its group (supervisor, API
+        server, engine core) and their sum: read while the servers run, e.g. just before `stop()`."""
+        peaks = []
+        for server in self.servers:
+            members = process_group_members(server.process.pid) if server.process is not None else []
+            per_pid = {pid: vm_hwm_mib(pid) for pid in members}
+            values = [v for v in per_pid.values() if v is not None]
+            peaks.append(
+                {"processes": len(values), "sum": round(sum(values), 1), "max": max(values, default=0.0)}
+            )
+        return peaks
 
     def check_alive(self) -> None:
         """Raise `SolverServiceError` (with the log tail) if a server process has exited."""

@@ -138,7 +138,8 @@ def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
     assert [service.server_env(s)["CUDA_VISIBLE_DEVICES"] for s in service.servers] == ["4,5", "6,7"]
     assert service.server_env(service.servers[0])["VLLM_LOGGING_LEVEL"] == "WARNING"
     # The key travels in the environment only (every local user can read a command line).
-    assert service.server_env(service.servers[0])["VLLM_API_KEY"] == service.api_key
+    key = service.server_env(service.servers[0])["VLLM_API_KEY"]
+    assert len(key) >= 32 and service.auth_headers == {"Authorization": f"Bearer {key}"}
     server = service.servers[1]
     server.port = 43210
     cmd = service.command(server)
@@ -156,7 +157,7 @@ def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
         "--tensor-parallel-size": "2",
         "--gpu-memory-utilization": "0.8",
     }
-    assert "--enforce-eager" not in cmd and "--api-key" not in cmd and service.api_key not in " ".join(cmd)
+    assert "--enforce-eager" not in cmd and "--api-key" not in cmd and key not in " ".join(cmd)
     service.stop()  # never started: a no-op
     assert not service.running and service.pids == []
 
@@ -183,7 +184,7 @@ def test_service_is_up_on_loopback_after_losing_its_first_port(service: SolverSe
 def test_requests_without_the_key_are_refused_and_the_key_is_nowhere_written(service: SolverService):
     """vLLM's API server reads the key from VLLM_API_KEY (vllm/entrypoints/serve/middleware):
     /v1 routes answer 401 without it; the key is on no command line, in no log or pids file."""
-    url, key = service.endpoints[0], service.api_key
+    url, key = service.endpoints[0], os.environ[API_KEY_ENV]  # exported by start() for the clients
     body = {"model": service.model_name, "prompt": "2 + 3 =", "max_tokens": 2}
     wrong = {"Authorization": "Bearer " + secrets.token_urlsafe(32)}
     for headers in ({}, wrong):
@@ -191,7 +192,7 @@ def test_requests_without_the_key_are_refused_and_the_key_is_nowhere_written(ser
         assert httpx.get(f"{url}/v1/models", headers=headers, timeout=60).status_code == 401
     answered = httpx.post(f"{url}/v1/completions", json=body, headers=service.auth_headers, timeout=60)
     assert answered.status_code == 200 and answered.json()["choices"]
-    assert os.environ[API_KEY_ENV] == key  # where the clients of this process read it
+    assert service.auth_headers == {"Authorization": f"Bearer {key}"}
     members = process_group_members(service.pids[0])
     assert len(members) >= 2  # the supervisor, the API server (and its engine)
     for pid in members:

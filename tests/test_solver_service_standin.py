@@ -111,8 +111,8 @@ def test_a_foreign_listener_costs_the_port_and_the_key_never_leaves_the_environm
             server = service.servers[0]
             assert server.bind_failures == [foreign.port] and server.port_attempts == 2
             assert server.port != foreign.port
-            key = service.api_key
-            assert len(key) >= 32 and os.environ[API_KEY_ENV] == key  # exported for the clients
+            key = os.environ[API_KEY_ENV]  # exported by start() for the clients
+            assert len(key) >= 32
             # The key reached the server in its environment, and nowhere a command line shows it.
             members = process_group_members(server.pid)
             assert len(members) == 2  # the supervisor and the stand-in
