@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RZERO_PACKAGES = {
     "infra", "rzero", "solver_service", "model_zoo", "rewards",
-    "question_generate", "question_evaluate", "evaluation", "training", "pipeline",
+    "question_generate", "question_evaluate", "evaluation", "training", "pipeline", "analysis",
 }  # fmt: skip
 
 
