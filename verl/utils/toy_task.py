@@ -6,6 +6,9 @@ tokens); a policy that learns to emit digits (or to stop early after digits) sco
 reward is dense, so GRPO's advantage sign decides the direction: with the sign flipped, the score
 falls instead of rising, which the engine's learning test detects.
 
+The prompt-dependent variant (`prompt_digit_reward`): only the digits the prompt names count, so the
+reward of a response depends on the prompt it is paired with (the engine's oracle test).
+
     python -m verl.utils.toy_task --out data/toy.parquet --n 256
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 
 import pandas as pd
 
@@ -44,6 +48,30 @@ def digit_reward(batch: list[dict], **_: object) -> list[dict]:
     return [
         {"overall": digit_share(item["response"]), "length": float(len(item["response"]))} for item in batch
     ]
+
+
+def prompt_digits(prompt: str) -> set[str]:
+    """The digits a toy prompt asks for ("... Write digits: 3 1 4 ..." -> {"3", "1", "4"})."""
+    match = re.search(r"Write digits:((?:\s*\d)+)", prompt)
+    if match is None:
+        raise ValueError(f"not a toy prompt (no 'Write digits: ...'): {prompt[:200]!r}")
+    return set(match.group(1).split())
+
+
+def prompt_digit_share(prompt: str, response: str) -> float:
+    """Share of the response's characters (whitespace ignored) that are digits its prompt asks for:
+    the same response scores differently under another prompt."""
+    wanted = prompt_digits(prompt)
+    chars = [c for c in response if not c.isspace()]
+    return sum(c in wanted for c in chars) / len(chars) if chars else 0.0
+
+
+def prompt_digit_reward(batch: list[dict], **_: object) -> list[dict]:
+    """Batch reward function of the prompt-dependent toy task: `overall` = prompt_digit_share.
+
+    A response paired with the wrong prompt, or grouped with another prompt's responses, gets
+    another reward: the engine's oracle test (tests/test_engine_oracle.py) runs on it."""
+    return [{"overall": prompt_digit_share(item["prompt"], item["response"])} for item in batch]
 
 
 def main() -> None:
