@@ -33,11 +33,16 @@ logger = logging.getLogger(__name__)
 
 
 def init_ray(config: PPOConfig, n_workers: int) -> None:
-    """Start (or join, with RAY_ADDRESS) a Ray cluster; a local one stays on 127.0.0.1."""
+    """Start a private Ray (on 127.0.0.1), or join the cluster that RAY_ADDRESS names.
+
+    A cluster started on the node with `ray start` is never joined by accident: plain `ray.init()`
+    would connect to it (its address file in /tmp/ray) and then refuse `num_cpus`; address="local"
+    always starts this run's own. Multi-node runs join the cluster (RAY_ADDRESS, else "auto").
+    """
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS") or config.trainer.nnodes > 1:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto")
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # Logical CPUs: one per worker, one for the reward actor, one spare; Ray does not pin cores.
@@ -46,6 +51,7 @@ def init_ray(config: PPOConfig, n_workers: int) -> None:
     # Solver-stage update payload alone is ~650 MB, more than a 512 MiB store holds).
     small_store = resolve_device(config.trainer.device) == "cpu"
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
