@@ -233,7 +233,8 @@ def majority_vote_many(
     profile: str = "paper",
     stage: str = LABEL,
 ) -> list[VoteResult]:
-    """`majority_vote` for many questions, batching their grader calls together.
+    """The majority vote of each question (its answers grouped by equivalence, greedy, in order: the
+    module docstring gives the exact definition), batching their grader calls together.
 
     Each round places the next distinct answer of every unfinished question; all comparisons of a
     round go to the pool together (parallel over the workers, cached).
@@ -268,16 +269,6 @@ def majority_vote_many(
             offset += n_pairs
         active = [vote_state for vote_state, _ in planned]
     return [vote_state.result(profile, stage) for vote_state in votes]
-
-
-def majority_vote(
-    answers: Sequence[str | None], pool: GraderPool | None = None, profile: str = "paper", stage: str = LABEL
-) -> VoteResult:
-    """Group `answers` by equivalence (greedy, in order) and return the majority label and its share.
-
-    See the module docstring for the exact definition, the two profiles and the two stages.
-    """
-    return majority_vote_many([answers], pool=pool, profile=profile, stage=stage)[0]
 
 
 def vote(

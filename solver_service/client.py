@@ -242,10 +242,6 @@ class SolverClient:
         with self._lock:
             return {**self._stats, "requests_per_endpoint": dict(self._stats["requests_per_endpoint"])}
 
-    def reset_stats(self) -> None:
-        with self._lock:
-            self._stats = self._empty_stats()
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._http.close()

@@ -8,7 +8,8 @@ or pyproject.toml. Name matching is loose (another function of the same name cou
 miss is possible, a false alarm is not: whatever it reports is referenced nowhere.
 
 Not reported: functions registered under a name by a `register_*(...)` decorator (chosen by a config
-value, e.g. the advantage estimators), and the test seams below, each with the reason it exists.
+value, e.g. the advantage estimators), and the test seams and library callbacks below, each with the
+reason it exists. Docstrings do not count as uses.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ TEST_SEAMS = {
     "GraderPool.worker_states": "which worker is busy, for the hang and SIGKILL tests",
     "grpo_passes": "one GRPO step's passes in local worker mode, the harness of test_local_worker and test_gpu",
     "reference_repetition_penalty": "the authors' nltk + sklearn penalty, the oracle of the fast one",
+    "run_local": "runs a function on N local ranks (processes): the harness of test_local_worker and test_gpu",
+}
+# Methods a library calls by its own protocol (never by name in this project).
+LIBRARY_CALLBACKS = {
+    "SafeLoadPlanner.load_bytes": "torch.distributed.checkpoint's LoadPlanner protocol",
+    "SafeEmptyLoadPlanner.load_bytes": "torch.distributed.checkpoint's LoadPlanner protocol",
 }
 
 
@@ -86,8 +93,18 @@ def _definitions(tree: ast.Module) -> list[tuple[str, str, int]]:
 
 
 def _names_used(tree: ast.Module) -> list[str]:
+    # Docstrings (string statements) name functions without using them.
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
     used = []
     for node in ast.walk(tree):
+        if id(node) in docstrings:
+            continue
         if isinstance(node, ast.Name):
             used.append(node.id)
         elif isinstance(node, ast.Attribute):
@@ -111,10 +128,9 @@ def unreferenced_definitions() -> dict[str, str]:
     other_text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in others)
     dead = {}
     for path, tree in trees.items():
-        text = path.read_text(encoding="utf-8")
         for name, qualified, line in _definitions(tree):
             # A use is any occurrence besides the definition itself (which is no ast.Name).
-            if uses.get(name, 0) or len(re.findall(rf"\b{name}\b", text)) > 1:
+            if uses.get(name, 0):
                 continue
             if re.search(rf"\b{name}\b", other_text):
                 continue
@@ -124,7 +140,7 @@ def unreferenced_definitions() -> dict[str, str]:
 
 def test_every_public_function_is_used_by_production() -> None:
     dead = unreferenced_definitions()
-    unexpected = {name: where for name, where in dead.items() if name not in TEST_SEAMS}
+    unexpected = {n: where for n, where in dead.items() if n not in TEST_SEAMS and n not in LIBRARY_CALLBACKS}
     assert not unexpected, (
         "defined in production code but referenced only from tests (or nowhere): delete them with their "
         "tests, or wire them where they belong: "

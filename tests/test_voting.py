@@ -19,11 +19,16 @@ from rewards.voting import (
     LABEL,
     REWARD,
     VoteResult,
-    majority_vote,
     majority_vote_many,
     make_grader_pool,
     vote,
 )
+
+
+def majority_vote(answers, pool=None, profile: str = "paper", stage: str = LABEL) -> VoteResult:
+    """One question's vote through the stages' batched entry point."""
+    return majority_vote_many([answers], pool=pool, profile=profile, stage=stage)[0]
+
 
 # grade_answer("9**9**9", "1/3") hands sympy 9**387420489 (as in test_grader.py): a call that times out.
 MR_HANG = "9**9**9"
