@@ -30,6 +30,8 @@ from verl.utils.logger import METRICS_FILE, read_metrics
 STAGES = ("challenger", "question_generate", "question_evaluate", "solver", "evaluate")
 TRAINING_STAGES = ("challenger", "solver")
 MISSING = "—"
+# Written by the run analysis (analysis/report.py, SECTION_FILE), read here without importing it.
+ANALYSIS_SECTION = "analysis/summary_section.md"
 # Counts each stage is expected to report; absent ones show as MISSING, extra ones are appended.
 EXPECTED_COUNTS = {
     "challenger": ("steps",),
@@ -351,6 +353,11 @@ def write_run_summary(run_dir: str | Path, iteration: int | None = None) -> Path
     lines = _header(run_dir, iterations) + _evaluation_across_iterations(run_dir, iterations)
     for i in iterations:
         lines += _iteration_section(run_dir, i)
+    # The run analysis's section (scripts/analyze_run.sh writes it beside its results) outlives a
+    # rewrite of the summary, e.g. after a later iteration.
+    analysis = run_dir / ANALYSIS_SECTION
+    if analysis.is_file():
+        lines += ["", analysis.read_text(encoding="utf-8").rstrip()]
     return atomic_write_text(run_dir / "summary.md", "\n".join(lines).rstrip() + "\n")
 
 

@@ -21,6 +21,7 @@ from analysis.oracle import OracleSpec
 from evaluation.synthetic import make_problems
 from infra.stage_kit import write_manifest
 from infra.vllm_engines import EngineOptions
+from pipeline.summary import write_run_summary
 from question_evaluate.outputs import write_dataset
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 
@@ -158,6 +159,10 @@ def test_analysis_of_a_run_with_known_answers(
     summary = (run_dir / "summary.md").read_text()
     assert summary.startswith("# run summary") and summary.count("## Analysis: question difficulty") == 1
     assert "Pseudo-label accuracy" in (out / "analysis.md").read_text()
+
+    # The driver's summary rewrite (after a later iteration) keeps the section.
+    write_run_summary(run_dir)
+    assert (run_dir / "summary.md").read_text().count("## Analysis: question difficulty") == 1
 
     # A rerun answers nothing again: no engine, no request; the same numbers; one summary section.
     again = analyze_run(run_dir, engine=EngineOptions(max_model_len=512), **args)
