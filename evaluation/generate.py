@@ -2,10 +2,12 @@
 
 Sampling protocol:
     greedy  - temperature 0, one response per question.
-    mean@k  - k *sampled* responses per question (SamplingParams n=k, temperature > 0). Each
-              request carries its own seed (base seed + item index * k), and vLLM gives the k
-              children seeds seed+0..seed+k-1, so the k responses are distinct samples and the
-              draw does not depend on batching or on how many GPUs share the work.
+    mean@k  - k *sampled* responses per question (SamplingParams n=k, temperature > 0). On CPU
+              each request carries its own seed (base seed + item index * k), and vLLM gives the
+              k children seeds seed+0..seed+k-1, so the k responses are distinct samples and the
+              draw does not depend on batching. On GPU the engine's seed drives vLLM's batched
+              sampler instead (a seeded request takes vLLM V1's slow per-row path): the k
+              responses are still distinct draws, reproducible for one device plan.
 
 Data parallel: `DataParallelEngine` starts one worker process per group of `tensor_parallel_size`
 GPUs, each with CUDA_VISIBLE_DEVICES set before vLLM is imported, keeps the engines up for the
@@ -115,7 +117,10 @@ class Engine(Protocol):
 # ----------------------------------------------------------------------------- single engine
 
 
-def _sampling_params(request: GenRequest) -> Any:
+def _sampling_params(request: GenRequest, on_gpu: bool) -> Any:
+    """vLLM's parameters of one request; on GPU without its seed (the engine's seed drives vLLM's
+    batched sampler: `infra.vllm_engines.request_seeds` says why), so mean@k there is reproducible
+    for one device plan, not per question."""
     from vllm import SamplingParams
 
     s = request.sampling
@@ -128,7 +133,7 @@ def _sampling_params(request: GenRequest) -> Any:
         top_p=s.top_p,
         top_k=s.top_k,
         max_tokens=s.max_tokens,
-        seed=request.seed,
+        seed=None if on_gpu else request.seed,
         **stops,
     )
 
@@ -148,7 +153,8 @@ class LocalEngine:
             seed=config.seed,
         )
         # mean@k needs per-request seeds: make_llm keeps prefills whole on CPU for them.
-        self.llm = make_llm(settings, on_gpu=bool(visible_gpus()))
+        self.on_gpu = bool(visible_gpus())
+        self.llm = make_llm(settings, on_gpu=self.on_gpu)
         self.max_model_len: int = self.llm.llm_engine.model_config.max_model_len
         self._lock = threading.Lock()
 
@@ -167,7 +173,7 @@ class LocalEngine:
                 results[i] = [Completion("", "prompt_too_long", 0)] * r.sampling.k
         if send:
             prompts = [TokensPrompt(prompt_token_ids=requests[i].prompt_ids) for i in send]
-            params = [_sampling_params(requests[i]) for i in send]
+            params = [_sampling_params(requests[i], self.on_gpu) for i in send]
             with self._lock:
                 outputs = self.llm.generate(prompts, params, use_tqdm=use_tqdm)
             for i, out in zip(send, outputs):

@@ -122,6 +122,20 @@ def request_seed(seed: int, stream: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]) & 0x7FFFFFFF
 
 
+def request_seeds(seed: int, stream: int, start: int, end: int, on_gpu: bool) -> list[int | None]:
+    """Sampling seeds of items [start, end): per request on CPU, none on GPU.
+
+    On CPU each request carries `request_seed(seed, stream, i)`: the samples do not depend on
+    batching or shard count, and a resumed stage redraws exactly what it lost. On GPU a seeded
+    request makes vLLM V1 sample its rows one by one with their own generators (its slow path, the
+    same reason the rollout uses one seed per engine there); each engine is seeded instead
+    (`EngineSettings.seed`, seed + shard), which keeps a run reproducible for one device plan.
+    """
+    if on_gpu:
+        return [None] * (end - start)
+    return [request_seed(seed, stream, i) for i in range(start, end)]
+
+
 @dataclass(frozen=True)
 class Sample:
     """One response: its text, why it stopped ("stop", "length", "prompt_too_long") and its length."""

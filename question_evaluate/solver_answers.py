@@ -1,6 +1,7 @@
 """The Solver's m answers per question, sampled with vLLM data-parallel over the GPU groups.
 
-Exactly like question generation (`infra.shards`, one engine per group, per-question seeds); each
+Exactly like question generation (`infra.shards`, one engine per group, seed + shard; per-question
+seeds on CPU only: `infra.vllm_engines.request_seeds`); each
 answer is the last \\boxed{} of a response (None without one).
 """
 
@@ -25,7 +26,7 @@ from infra.vllm_engines import (
     encode_chats,
     load_tokenizer,
     make_llm,
-    request_seed,
+    request_seeds,
     sample,
     shutdown_llm,
     stop_ids_for,
@@ -63,7 +64,7 @@ def _answer_shard(spec: dict, shard: int) -> None:
     engine = EngineSettings(**{**spec["engine"], "seed": spec["engine"]["seed"] + shard})
     tokenizer = load_tokenizer(engine.model)
     prompt_ids = solver_prompt_ids(tokenizer, questions[start:end])
-    seeds = [request_seed(spec["seed"], ANSWER_SEED_STREAM, i) for i in range(start, end)]
+    seeds = request_seeds(spec["seed"], ANSWER_SEED_STREAM, start, end, spec["on_gpu"])
     llm = make_llm(engine, spec["on_gpu"])
     t_ready = time.perf_counter()
     settings = SamplingSettings(

@@ -16,8 +16,9 @@ Output folder:
                       generated, valid, invalid and invalid_<reason> per `invalid_reason`, truncated)
 
 Data parallel over GPU groups with `infra.shards.run_shards` (one engine per group, one in-process
-engine on CPU). Sampling is seeded per prompt (`infra.vllm_engines.request_seed`), so the samples do
-not depend on the number of GPUs or on batching; each engine also gets seed + shard.
+engine on CPU). Each engine gets seed + shard. On CPU sampling is also seeded per prompt
+(`infra.vllm_engines.request_seeds`), so the samples do not depend on batching or the shard count;
+on GPU the engine seed alone drives vLLM's fast batched sampler.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from infra.vllm_engines import (
     encode_chats,
     load_tokenizer,
     make_llm,
-    request_seed,
+    request_seeds,
     sample,
     shutdown_llm,
     stop_ids_for,
@@ -103,7 +104,7 @@ def _generate_shard(spec: dict, shard: int) -> None:
     engine = EngineSettings(**{**spec["engine"], "seed": spec["engine"]["seed"] + shard})
     tokenizer = load_tokenizer(engine.model)
     prompt_ids = challenger_prompt_ids(tokenizer, spec, start, end)
-    seeds = [request_seed(spec["seed"], GENERATE_SEED_STREAM, i) for i in range(start, end)]
+    seeds = request_seeds(spec["seed"], GENERATE_SEED_STREAM, start, end, spec["on_gpu"])
     llm = make_llm(engine, spec["on_gpu"])
     t_ready = time.perf_counter()
     settings = SamplingSettings(
