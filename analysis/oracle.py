@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.judge import chat_completion
+from evaluation.judge import chat_completion, check_judge_url
 from rewards.answer_parsing import extract_answer
 from rzero.prompts import solver_messages
 
@@ -43,6 +43,7 @@ class OracleSpec:
     def check(self) -> None:
         """Refuse an unusable oracle before any model loads, naming the fix."""
         if self.is_endpoint:
+            check_judge_url(self.source)  # https, or http on loopback only: the key travels along
             if not self.model_name:
                 raise ValueError(
                     f"the oracle endpoint {self.source} needs its model name: add --oracle-model NAME"

@@ -231,6 +231,8 @@ def test_bad_inputs_are_refused_before_any_model_loads(tmp_path: Path) -> None:
         analyze_run(tmp_path)
     with pytest.raises(ValueError, match="--oracle-model"):
         analyze_run(tmp_path, oracle=OracleSpec("http://127.0.0.1:1/v1"))
+    with pytest.raises(ValueError, match="plain http to another machine"):
+        analyze_run(tmp_path, oracle=OracleSpec("http://example.com/v1", "m"))
     with pytest.raises(ValueError, match="neither an http"):
         analyze_run(tmp_path, oracle=OracleSpec(str(tmp_path / "no-model")))
     proc = subprocess.run(
