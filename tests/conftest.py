@@ -25,6 +25,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3", seed=0))
 
 
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo's base model, built once per test run: the tiny model taught the R-Zero output formats
+    (its Challenger writes parseable questions, its Solver boxed answers), as main.sh builds it."""
+    from pipeline.driver import ensure_demo_model
+
+    return ensure_demo_model(tmp_path_factory.mktemp("demo"))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fault-matrix",

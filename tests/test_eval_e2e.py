@@ -20,15 +20,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# No --max-tokens: the runner's default budgets (4096 math, 8192 general) reach the engine, and the
+# short model length (prompts are 51 to 127 tokens) is what ends the random model's responses.
+MAX_MODEL_LEN = 192
 GEN_ARGS = [
     "--k",
     "4",
     "--sample-temperature",
     "1.0",
-    "--max-tokens",
-    "32",
     "--max-model-len",
-    "1024",
+    str(MAX_MODEL_LEN),
     "--grader-workers",
     "1",
 ]
@@ -131,13 +132,33 @@ def test_evaluate_sh_writes_per_item_results_summary_and_csv(eval_run: Path) -> 
     assert "grader" in results and results["math_avg_n"] == 1
 
     summary = (eval_run / "summary.md").read_text()
-    assert "| Model | AVG | AMC (mean@4 T=1 top_p=0.95, max 32 tokens) |" in summary
+    assert "| Model | AVG | AMC (mean@4 T=1 top_p=0.95) |" in summary  # the paper's budget: no departure
     assert f"| tiny-first | {results['math_avg']:.2f}* |" in summary
     assert "MMLU-Pro" in summary
     (record,) = list(csv.DictReader(io.StringIO((eval_run / "summary.csv").read_text())))
     assert record["model"] == "tiny-first" and record["amc23_protocol"] == "mean@4 T=1 top_p=0.95"
     assert record["mmlu_pro"] == f"{results['benchmarks']['mmlu_pro']['accuracy']:.2f}"
     assert record["mmlu_pro_protocol"] == "greedy"
+
+
+def test_default_token_budgets_reach_the_engine(eval_run: Path, tiny_model_dir: str) -> None:
+    """No --max-tokens: 4096 new tokens for math, 8192 for the general benchmarks (the paper's), given
+    to the engine, so only the model length ends a response that does not stop by itself."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    results = json.loads((eval_run / "results.json").read_text())
+    assert {n: e["max_tokens"] for n, e in results["benchmarks"].items()} == {"amc23": 4096, "mmlu_pro": 8192}
+    truncated = 0
+    for name in ("amc23", "mmlu_pro"):
+        for row in _jsonl(eval_run / name / "responses.jsonl"):
+            room = MAX_MODEL_LEN - len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+            for reason, tokens in zip(row["finish_reasons"], row["num_tokens"]):
+                assert tokens <= room
+                if reason == "length":
+                    truncated += 1
+                    assert tokens == room  # the model length ended it, not a smaller budget
+    assert truncated > 0
 
 
 def test_mean_at_k_uses_k_distinct_sampled_responses(eval_run: Path) -> None:

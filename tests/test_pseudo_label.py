@@ -1,12 +1,14 @@
 """Pseudo-labelling: voting + filter on crafted Solver answers (both profiles), the real vLLM path on
-the tiny model, the dataset readable by `datasets` and by the engine's loader, skip and hub checks."""
+the demo's format-taught tiny model, the dataset readable by `datasets` and by the engine's loader, skip and hub checks."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -193,12 +195,13 @@ def test_the_dataset_trains_with_the_engines_prompt_dataset(tmp_path: Path, tiny
     assert CASES[kept[0]][0] in prompt
 
 
-def test_solver_on_vllm_writes_every_output(tmp_path: Path, tiny_model_dir: str) -> None:
-    """The real path: the tiny random Solver on vLLM (rarely boxes anything), m=4, 32 tokens."""
+def test_solver_on_vllm_writes_every_output(tmp_path: Path, demo_model_dir: str) -> None:
+    """The real path: the demo's Solver (taught to box an answer) on vLLM, m=4, the demo's 40 tokens;
+    the labels and shares are recomputed here from the answers it gave."""
     questions = write_questions(tmp_path / "gen" / "questions.jsonl")
     out = tmp_path / "label"
     manifest = pseudo_label(
-        tiny_model_dir, questions, out, votes=4, max_tokens=32, max_model_len=512, grader_workers=1
+        demo_model_dir, questions, out, votes=4, max_tokens=40, max_model_len=512, grader_workers=1
     )
     labelled = read_jsonl(out / "labelled.jsonl")
     assert [r["id"] for r in labelled] == list(CASES)
@@ -209,8 +212,22 @@ def test_solver_on_vllm_writes_every_output(tmp_path: Path, tiny_model_dir: str)
     assert stats["kept"] + stats["dropped"] == stats["valid"] == len(CASES)
     assert stats["kept"] == sum(r["kept"] for r in labelled)
     assert manifest["config"]["answer_source"] == "vllm" and manifest["config"]["votes"] == 4
+    # Real votes: the taught Solver boxes answers, and where they are plain integers (equal exactly
+    # when their values are equal) the label is the most frequent one and p_hat its share of the m.
+    assert sum(a is not None for r in labelled for a in r["answers"]) >= len(CASES)
+    checked = 0
+    for row in labelled:
+        given = [a for a in row["answers"] if a is not None]
+        if not given or not all(re.fullmatch(r"-?[1-9]\d*|0", a) for a in given):
+            continue
+        counts = Counter(given).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            continue  # a tie: which one wins is the voting rule's, not checked here
+        assert (row["label"], row["p_hat"]) == (counts[0][0], counts[0][1] / 4), row
+        checked += 1
+    assert checked >= 3, labelled
 
-    # Nothing is kept from a random model: the file still has the typed columns the loader needs.
+    # The file has the typed columns the loader needs, whatever was kept.
     # (`datasets.load_dataset` refuses any split with no rows; see the crafted-answers test for it.)
     import pyarrow.parquet as pq
 
@@ -227,12 +244,12 @@ def test_solver_on_vllm_writes_every_output(tmp_path: Path, tiny_model_dir: str)
 
     # A second call skips: same manifest, no new work.
     before = (out / "manifest.json").read_text()
-    again = pseudo_label(tiny_model_dir, questions, out, votes=4, max_tokens=32, max_model_len=512)
+    again = pseudo_label(demo_model_dir, questions, out, votes=4, max_tokens=40, max_model_len=512)
     assert again == manifest and (out / "manifest.json").read_text() == before
 
     # The CLI on the finished folder skips too (the driver's re-run path).
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts/question_evaluate.sh"), tiny_model_dir, str(questions), str(out)],
+        ["bash", str(ROOT / "scripts/question_evaluate.sh"), demo_model_dir, str(questions), str(out)],
         capture_output=True,
         text=True,
         timeout=120,
