@@ -13,13 +13,16 @@ every check answers in seconds (hub requests have a timeout).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 from infra.cpu_kvcache import text_config
 
 HUB_TIMEOUT_S = 10.0
+HUB_PROBE_TIMEOUT_S = 3.0
 EXIT_PREFLIGHT = 2
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -106,12 +110,58 @@ def _hub_cached(repo: str, repo_type: str) -> bool:
     return False
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the hub (HF_ENDPOINT) cannot be reached, from one TCP connection of at most
+    HUB_PROBE_TIMEOUT_S (name resolution included); None when it answers. Asked once per process."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    outcome: dict[str, BaseException] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+        except OSError as e:
+            outcome["error"] = e
+
+    # A thread bounds the name lookup too, which socket timeouts do not cover.
+    probe = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    probe.start()
+    probe.join(HUB_PROBE_TIMEOUT_S + 0.5)
+    if probe.is_alive():
+        return f"{host}:{port} did not answer within {HUB_PROBE_TIMEOUT_S:g} s"
+    if "error" in outcome:
+        e = outcome["error"]
+        return f"{host}:{port}: {getattr(e, 'strerror', None) or type(e).__name__}"
+    return None
+
+
+def probe_hub() -> str | None:
+    """Before a run's first hub request: when the hub cannot be reached, say why once and put
+    huggingface_hub (and so transformers) in offline mode for this process, so that no later call
+    spends a minute in retries, each printing warnings. Returns the reason, or None."""
+    if hub_offline():
+        return None
+    reason = hub_unreachable()
+    if reason is not None:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True  # read by huggingface_hub and transformers at each call
+    return reason
+
+
 def hub_status(repo: str, repo_type: str = "model") -> tuple[str, str]:
     """("cached" | "found" | "offline" | "missing" | "gated" | "unreachable", detail)."""
     if _hub_cached(repo, repo_type):
         return "cached", ""
     if hub_offline():
         return "offline", offline_note()
+    if (reason := hub_unreachable()) is not None:
+        return "unreachable", reason
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 

@@ -36,6 +36,7 @@ from infra.preflight import (
     human_count,
     model_parameters,
     offline_note,
+    probe_hub,
 )
 from pipeline.config import GENERATED_BENCHMARK, PipelineConfig
 from pipeline.planner import DevicePlan
@@ -242,6 +243,11 @@ def preflight_run(
     result = Preflight()
     if hub_offline():
         result.notes.append(offline_note())
+    elif (unreachable := probe_hub()) is not None:
+        result.notes.append(
+            f"the Hugging Face hub cannot be reached ({unreachable}): only local folders and the HF "
+            "cache are checked (set HF_HUB_OFFLINE=1 to skip this probe)"
+        )
     if not model_is_built:
         result.problems += check_model(base_model, "base model")
     result.problems += check_eval_data(pipe)
