@@ -34,7 +34,7 @@ class PipelineConfig:
     # the plan the iterations follow (pipeline/experiments.py): rzero (the paper's loop), no_rl_challenger,
     # no_rep_penalty, no_filter, single_model
     experiment: str = DEFAULT_EXPERIMENT
-    iterations: int = 0  # 0: the profile's (paper 3, rzero_code 5: the authors' driver)
+    iterations: int | None = None  # None: the profile's (paper 3, rzero_code 5: the authors' driver)
     profile: str = "paper"
     # question generation (section 3)
     num_questions: int = 8000
@@ -97,10 +97,16 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
         raise ConfigError(f"profile='{cfg.profile}' is unknown: use one of {', '.join(PROFILES)}")
     if cfg.experiment not in EXPERIMENTS:
         raise ConfigError(f"experiment='{cfg.experiment}' is unknown: use one of {', '.join(EXPERIMENTS)}")
-    if cfg.iterations == 0:
+    if cfg.iterations is None:
         cfg.iterations = get_profile(cfg.profile).iterations
-    if cfg.iterations < 1 or cfg.num_questions < 1:
-        raise ConfigError("iterations and num_questions must be >= 1")
+    if cfg.iterations < 1:
+        raise ConfigError(
+            f"iterations={cfg.iterations}: must be >= 1 (leave --iterations out for the profile's default: "
+            + ", ".join(f"{name} {p.iterations}" for name, p in PROFILES.items())
+            + ")"
+        )
+    if cfg.num_questions < 1:
+        raise ConfigError(f"num_questions={cfg.num_questions}: must be >= 1")
     if cfg.eval_generated_items < 0 or cfg.eval_max_tokens < 0 or cfg.eval_max_model_len < 0:
         raise ConfigError("eval_generated_items, eval_max_tokens and eval_max_model_len must be >= 0")
     cfg.engine_configs = [
