@@ -309,6 +309,15 @@ def _iteration_section(run_dir: Path, i: int) -> list[str]:
     return lines
 
 
+# Under a table of zeros: what a newcomer running the demo would otherwise read as a broken run.
+NOTHING_RIGHT_NOTE = (
+    "Every score is 0.00: no model here answered a question right, so no rise can show. With the "
+    "demo's embedded tiny model (random weights taught only R-Zero's output formats, not arithmetic) "
+    "that is expected: the demo shows every stage running, not learning. For a visible rise see the "
+    "README's real-model learning benchmark (SmolLM2-135M, `scripts/bench_real_learning.sh`)."
+)
+
+
 def _evaluation_across_iterations(run_dir: Path, iterations: list[int]) -> list[str]:
     """The base model and each Solver in the paper's table layout, the iteration plot, the data."""
     folders = [run_dir / "eval_base", *(run_dir / f"iter_{i}" / "evaluate" for i in iterations)]
@@ -328,6 +337,8 @@ def _evaluation_across_iterations(run_dir: Path, iterations: list[int]) -> list[
         return []
     text = render_markdown(rows, "Evaluation")
     lines = [re.sub(r"^(#+)", r"#\1", line) for line in text.splitlines()]  # one level down
+    if all(score == 0 for row in rows for score in row.scores.values()):
+        lines += ["", NOTHING_RIGHT_NOTE]
     if len(rows) > 1:
         write_plot(rows, run_dir / "plots" / "evaluation.png")
         lines += ["", "![evaluation across iterations](plots/evaluation.png)"]

@@ -36,3 +36,17 @@ def test_summary_has_the_table_across_iterations_the_plot_and_the_data(tmp_path:
     bare = tmp_path / "bare"
     (bare / "iter_1").mkdir(parents=True)
     assert "## Evaluation" not in write_run_summary(bare).read_text()
+
+
+def test_a_table_of_zeros_says_why_and_where_a_rise_shows(tmp_path: Path) -> None:
+    """The demo's tiny model scores 0.00 before and after: the summary says why in one line and
+    points to the real-model learning benchmark; a run that scores anything has no such line."""
+    run = tmp_path / "demo"
+    generated = str(run / "eval_data" / "arithmetic_32_seed0.jsonl")
+    _results(run / "eval_base", "base", 0.0, generated)
+    _results(run / "iter_1" / "evaluate", "iter_1", 0.0, generated)
+    md = write_run_summary(run).read_text()
+    section = md[md.index("## Evaluation") : md.index("## Iteration 1")]
+    assert "Every score is 0.00" in section and "scripts/bench_real_learning.sh" in section
+    _results(run / "iter_2" / "evaluate", "iter_2", 3.12, generated)
+    assert "Every score is 0.00" not in write_run_summary(run).read_text()
