@@ -50,7 +50,7 @@ def _check_models(run: RunFiles) -> None:
 
 def _matrix_rows(run: RunFiles, oracle: bool) -> list[str]:
     """The matrix rows: the base model, each Solver, and the oracle (its row against the pseudo-labels
-    is how a stronger model fares on them; against its own answers it is 100 by construction)."""
+    is how a stronger model fares on them; against its own answers it is the share it answered at all)."""
     return [r.name for r in run.rows] + ([ORACLE_ROW] if oracle else [])
 
 
