@@ -188,10 +188,12 @@ class LocalEngine:
 # ----------------------------------------------------------------------------- data parallel
 
 
-def _worker_main(conn: Any, rank: int, devices: str, config: dict) -> None:
-    """Worker process: pin its GPUs, build an engine, answer request batches until told to stop."""
+def _worker_main(conn: Any, rank: int, devices: str | None, config: dict) -> None:
+    """Worker process: pin its GPUs (None: a CPU engine), build an engine, answer request batches
+    until told to stop."""
     die_with_parent()  # a SIGKILLed evaluation leaves no engine holding a GPU
-    os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
     try:
         engine = LocalEngine(EngineConfig(**config))
     except Exception:
@@ -212,7 +214,7 @@ def _worker_main(conn: Any, rank: int, devices: str, config: dict) -> None:
 class DataParallelEngine:
     """One engine per GPU group in its own process; batches are split in order and merged in order."""
 
-    def __init__(self, config: EngineConfig, groups: list[str]) -> None:
+    def __init__(self, config: EngineConfig, groups: list[str | None]) -> None:
         ctx = mp.get_context("spawn")  # a fresh interpreter: CUDA is initialised only in the worker
         self._conns, self._procs = [], []
         for rank, devices in enumerate(groups):
@@ -264,12 +266,15 @@ class DataParallelEngine:
 
 
 def make_engine(config: EngineConfig) -> Engine:
-    """In-process engine on CPU or for one GPU group; one worker process per group otherwise."""
-    groups = device_groups(None, config.tensor_parallel_size, config.data_parallel_size)
-    if groups == [None]:
-        if config.data_parallel_size not in (None, 1):
-            raise ValueError("data parallelism needs GPUs; this machine has none")
+    """In-process engine on CPU or for one GPU group; one worker process per group otherwise.
+
+    On CPU, `data_parallel_size` > 1 starts that many worker processes (the 8-GPU plan's shard count
+    rehearsed without GPUs, scripts/rehearse.sh)."""
+    if not visible_gpus():
+        if (config.data_parallel_size or 1) > 1:
+            return DataParallelEngine(config, [None] * config.data_parallel_size)
         return LocalEngine(config)
+    groups = device_groups(None, config.tensor_parallel_size, config.data_parallel_size)
     if len(groups) == 1:
         return LocalEngine(config)
     return DataParallelEngine(config, groups)

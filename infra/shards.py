@@ -5,7 +5,8 @@ Used by question generation and pseudo-labelling. A shard's output file is its c
 every shard runs in its own process (`python -m <module> --shard-spec SPEC --shard k`) with
 CUDA_VISIBLE_DEVICES set to its group; the processes die with their parent (PR_SET_PDEATHSIG), and
 take the engine processes they started with them (`infra.processes.die_with_parent`).
-On a CPU machine the single shard runs in-process unless `isolate` asks for a subprocess.
+On a CPU machine a single shard runs in-process unless `isolate` asks for a subprocess; several CPU
+shards (`EngineOptions.cpu_shards`) run at once, one process each, as on GPUs.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def run_shards(
     """Run every shard of `spec` whose output file (spec["shard_files"][k]) does not exist yet.
 
     `shard_fn(spec, k)` does one shard's work and writes spec["shard_files"][k] atomically. With GPUs
-    (groups not [None]) or `isolate`, all shards run at once as subprocesses of `module` (whose
+    or several shards (groups not [None]) or `isolate`, all shards run at once as subprocesses of `module` (whose
     `__main__` calls `shard_main`); the first writes to this terminal (its progress bar stands for
     all: shards are equal-sized), the others to <work_dir>/shard-k.log.
 
@@ -68,7 +69,7 @@ def run_shards(
     todo = [k for k, path in enumerate(shard_files) if not path.is_file()]
     if not todo:
         return []
-    if groups[0] is None and not isolate:
+    if groups == [None] and not isolate:  # one CPU engine: in this process
         for k in todo:
             shard_fn(spec, k)
         return todo

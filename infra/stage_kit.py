@@ -2,8 +2,10 @@
 the skip check, settings fingerprints and jsonl reading.
 
 `<stage_dir>/manifest.json` = {"stage", "status": "done", "inputs", "outputs", "config", "counts",
-"timings_s", "notes", "finished_at"}. A stage writes all its outputs first (atomically), then the
-manifest; a stage folder without a manifest is unfinished, whatever else it holds. Downstream stages
+"timings_s", "notes", "finished_at", "peak_rss_mib"} (the stage process's peak RSS and its largest
+finished child's, plus what the stage adds, e.g. each Solver server's). A stage writes all its
+outputs first (atomically), then the manifest; a stage folder without a manifest is unfinished,
+whatever else it holds. Downstream stages
 take their input paths from `outputs` here, never from hard-coded step folders.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from verl.utils.fs import atomic_write_json
+from verl.utils.process_memory import peak_rss_mib
 
 MANIFEST = "manifest.json"
 
@@ -33,8 +36,11 @@ def write_manifest(
     counts: dict[str, Any] | None = None,
     timings_s: dict[str, float] | None = None,
     notes: list[str] | None = None,
+    memory_mib: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the completion mark (call it after every output is in place)."""
+    """Write the completion mark (call it after every output is in place).
+
+    `memory_mib`: peak RSS of the stage's other processes (MiB), recorded beside its own."""
     record = {
         "stage": stage,
         "status": "done",
@@ -45,6 +51,7 @@ def write_manifest(
         "timings_s": timings_s or {},
         "notes": notes or [],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "peak_rss_mib": {**peak_rss_mib(), **(memory_mib or {})},
     }
     return atomic_write_json(Path(stage_dir) / MANIFEST, record)
 

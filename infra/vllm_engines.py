@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.cpu_kvcache import ensure_cpu_kvcache_env
-from infra.devices import parse_devices
+from infra.devices import device_groups, parse_devices
 from verl.utils.device import set_cpu_env_defaults, vllm_dtype
 from verl.utils.stop_tokens import model_stop_token_ids
 
@@ -212,6 +212,8 @@ class EngineOptions:
 
     devices: GPU ids (CUDA_VISIBLE_DEVICES values); None: every visible GPU; []: CPU.
     isolate: run the engine in a subprocess even on CPU (always so with GPUs).
+    cpu_shards: engines on CPU (each in its own process when > 1; the 8-GPU plan's shard count
+        rehearsed without GPUs); ignored with GPUs (one engine per device group).
     """
 
     devices: list[str] | None = None
@@ -221,6 +223,16 @@ class EngineOptions:
     enforce_eager: bool | None = None
     gpu_memory_utilization: float = 0.85
     isolate: bool | None = None
+    cpu_shards: int = 1
+
+    def groups(self) -> list[str | None]:
+        """CUDA_VISIBLE_DEVICES of each engine (`infra.devices.device_groups`); None per CPU engine."""
+        groups = device_groups(self.devices, self.tensor_parallel_size)
+        if groups == [None]:
+            if self.cpu_shards < 1:
+                raise ValueError(f"cpu_shards must be >= 1, got {self.cpu_shards}")
+            return [None] * self.cpu_shards
+        return groups
 
     def settings(self, model: str, seed: int) -> EngineSettings:
         return EngineSettings(

@@ -54,6 +54,10 @@ class PipelineConfig:
     # devices
     solver_gpus: int = 0  # GPUs for the Solver servers in the Challenger stage (0: half)
     cpu_ranks: int = 2
+    # CPU only, the 8-GPU plan's shapes without GPUs (the rehearsal, configs/pipeline/rehearsal_*.yaml):
+    cpu_challenger_ranks: int = 0  # training ranks of the Challenger stage (0: cpu_ranks)
+    cpu_solver_servers: int = 1  # Solver servers of the Challenger stage
+    cpu_shards: int = 1  # engines of generation, labelling and evaluation (> 1: one process each)
     gpu_mem_gib: float = 0.0  # GPU memory for the dry run's memory plan (0: nvidia-smi's)
     # evaluation of each new Solver (and the base model once)
     evaluate: bool = True
@@ -107,6 +111,11 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
         )
     if cfg.num_questions < 1:
         raise ConfigError(f"num_questions={cfg.num_questions}: must be >= 1")
+    if min(cfg.cpu_ranks, cfg.cpu_solver_servers, cfg.cpu_shards) < 1 or cfg.cpu_challenger_ranks < 0:
+        raise ConfigError(
+            "cpu_ranks, cpu_solver_servers and cpu_shards must be >= 1, cpu_challenger_ranks >= 0 "
+            "(0: cpu_ranks)"
+        )
     if cfg.eval_generated_items < 0 or cfg.eval_max_tokens < 0 or cfg.eval_max_model_len < 0:
         raise ConfigError("eval_generated_items, eval_max_tokens and eval_max_model_len must be >= 0")
     cfg.engine_configs = [

@@ -52,11 +52,11 @@ def _devices(plan: DevicePlan) -> list[str]:
     return [
         f"devices: {plan.kind}"
         + (f" {','.join(plan.devices)}" if plan.devices else f", {plan.cpu_ranks} ranks"),
-        f"  challenger: trainer on {plan.challenger_trainer or f'{plan.cpu_ranks} CPU ranks'}, "
-        f"Solver servers on {plan.challenger_solver or 'CPU (one server)'}"
+        f"  challenger: trainer on {plan.challenger_trainer or f'{plan.trainer_world} CPU ranks'}, "
+        f"Solver servers on {plan.challenger_solver or f'CPU ({plan.solver_servers} server(s))'}"
         + (" (shared GPU)" if plan.shared_gpu else ""),
         f"  question_generate / question_evaluate / evaluate: one vLLM engine per device "
-        f"({len(plan.devices) or 1} engine(s))",
+        f"({len(plan.devices) or plan.engine_shards} engine(s))",
         f"  solver: FSDP over {plan.solver_world} rank(s)",
         *[f"  note: {n}" for n in plan.notes],
     ]
@@ -97,8 +97,8 @@ def _experiment_plan(p: PipelineConfig, plan: DevicePlan, engines: dict) -> list
         c = engines["challenger"]
         cost.append(
             f"  Challenger GRPO: {n} x {c.trainer.max_steps} steps, trainer on "
-            f"{plan.challenger_trainer or f'{plan.cpu_ranks} CPU ranks'}, Solver servers on "
-            f"{plan.challenger_solver or 'CPU'} ({c.data.rollout_batch_size} x {c.worker.rollout.n} "
+            f"{plan.challenger_trainer or f'{plan.trainer_world} CPU ranks'}, Solver servers on "
+            f"{plan.challenger_solver or f'CPU ({plan.solver_servers})'} ({c.data.rollout_batch_size} x {c.worker.rollout.n} "
             f"questions per step, each answered {c.worker.reward.reward_kwargs.get('solver_votes', '?')} times)"
         )
     cost += [

@@ -52,7 +52,7 @@ from pipeline.launch import (
     run_stage,
     solver_config,
 )
-from pipeline.planner import DevicePlan, plan_devices
+from pipeline.planner import DevicePlan, plan_for
 from pipeline.preflight import ACCEPT_FLAG, Preflight, accepted_record, preflight_run, run_record
 from pipeline.summary import write_run_summary
 from verl.trainer.config import CONFIG_DIR, ConfigError
@@ -195,7 +195,7 @@ class Driver:
         if not self.pipe.evaluate:
             logger.info("evaluation of %s skipped (pipeline setting evaluate=false)", label)
             return
-        run_stage("evaluate", out, evaluate_config(self.pipe, model, out, label, self.eval_files))
+        run_stage("evaluate", out, evaluate_config(self.pipe, model, out, label, self.eval_files, self.plan))
 
 
 def _pipeline_sets(args: argparse.Namespace) -> list[str]:
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset or (DEMO_PRESET if demo else None)
     try:
         pipe = load_pipeline_config(preset, _pipeline_sets(args))
-        plan = plan_devices(None, pipe.solver_gpus or None, pipe.cpu_ranks)
+        plan = plan_for(pipe)
     except (ConfigError, ValueError) as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_PREFLIGHT

@@ -27,7 +27,7 @@ from infra.stage_kit import finished_stage, is_done, read_manifest, write_stage_
 from infra.vllm_engines import EngineOptions
 from pipeline.config import PipelineConfig, load_pipeline_config
 from pipeline.experiments import get_experiment
-from pipeline.planner import DevicePlan, plan_devices
+from pipeline.planner import DevicePlan, plan_for
 from pipeline.preflight import preflight_stage
 from question_evaluate.pseudo_label import LabelConfig
 from question_generate.generate import GenerateConfig
@@ -113,6 +113,7 @@ def challenger_config(
         solver_devices=list(plan.challenger_solver) if cuda else [],
         shared_gpu=plan.shared_gpu,
         seed=seed,
+        solver_servers=plan.solver_servers,
     )
 
 
@@ -168,7 +169,9 @@ def generate_config(
     pipe: PipelineConfig, plan: DevicePlan, challenger: str, out: Path, seed: int
 ) -> GenerateConfig:
     # Prompt + answer room for the engine.
-    engine = EngineOptions(devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 1024)
+    engine = EngineOptions(
+        devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 1024, cpu_shards=plan.engine_shards
+    )
     return GenerateConfig(
         model=challenger,
         out_dir=str(out),
@@ -196,7 +199,9 @@ def label_config(
     """`band`: the kept p̂ band when the experiment sets one (None: the profile's)."""
     # The longest question the Challenger can write, the chat markup, and the answer.
     engine = EngineOptions(
-        devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 512 + pipe.label_max_tokens
+        devices=list(plan.devices),
+        max_model_len=pipe.gen_max_tokens + 512 + pipe.label_max_tokens,
+        cpu_shards=plan.engine_shards,
     )
     return LabelConfig(
         solver=solver,
@@ -212,11 +217,17 @@ def label_config(
 
 
 def evaluate_config(
-    pipe: PipelineConfig, model: str, out: Path, label: str, data: dict[str, str] | None = None
+    pipe: PipelineConfig,
+    model: str,
+    out: Path,
+    label: str,
+    data: dict[str, str] | None = None,
+    plan: DevicePlan | None = None,
 ) -> dict[str, Any]:
     """Options of `python -m evaluation --config FILE` (the evaluation CLI's own option names).
 
-    `data`: benchmark -> local file, on top of `pipe.eval_data` (the run's generated benchmark)."""
+    `data`: benchmark -> local file, on top of `pipe.eval_data` (the run's generated benchmark).
+    `plan`: on CPU, its `engine_shards` engines (when > 1; on GPUs one per device group)."""
     config: dict[str, Any] = {"model": model, "out": str(out), "label": label, "seed": pipe.seed}
     if pipe.eval_benchmarks:
         config["benchmarks"] = list(pipe.eval_benchmarks)
@@ -229,6 +240,8 @@ def evaluate_config(
     if pipe.eval_max_model_len:
         config["max_model_len"] = pipe.eval_max_model_len
     config["grader_workers"] = pipe.eval_grader_workers
+    if plan is not None and plan.kind == "cpu" and plan.engine_shards > 1:
+        config["data_parallel_size"] = plan.engine_shards
     return config
 
 
@@ -252,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_pipeline_config(
         args.preset, list(args.set) + ([f"profile={args.profile}"] if args.profile else [])
     )
-    plan = plan_devices(None, pipe.solver_gpus or None, pipe.cpu_ranks)
+    plan = plan_for(pipe)
     if plan.kind == "cpu":
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     out = Path(args.out_dir)

@@ -93,7 +93,14 @@ def settings_changes(recorded: dict, requested: dict) -> list[str]:
     run.json does not have counts only when it is not at its default."""
     old, new = _flatten(recorded), _flatten(requested)
     # (an older run.json names no experiment: it ran the default one)
-    defaults = _flatten({"pipeline": PipelineConfig().to_dict(), "experiment": PipelineConfig().experiment})
+    defaults = _flatten(
+        {
+            "pipeline": PipelineConfig().to_dict(),
+            "experiment": PipelineConfig().experiment,
+            # (plan counts an older run.json does not have: their defaults are what it ran)
+            "plan": {"cpu_challenger_ranks": 0, "cpu_solver_servers": 1, "cpu_shards": 1},
+        }
+    )
     changes = []
     for key in sorted(set(old) | set(new)):
         if key in ("changes",) or key.startswith("changes."):

@@ -330,9 +330,12 @@ def _write_outputs(config: LabelConfig, votes: int, band, labelled: list[dict], 
         timings_s={
             "answers": t["answered"] - t["start"],
             "voting": t["voted"] - t["answered"],
+            # labelled.jsonl, train.parquet, the histogram, filter_stats.json
+            "outputs": time.perf_counter() - t["voted"],
             "total": time.perf_counter() - t["start"],
         },
         notes=notes,
+        memory_mib={"shards": sampling_stats.get("shard_peak_rss_mib", [])},
     )
     logger.info(
         "%s: %d valid questions, %d kept, dropped %s -> %s",

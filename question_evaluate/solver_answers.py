@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.devices import device_groups
 from infra.shards import run_shards, shard_bounds, shard_main, shard_timings
 from infra.stage_kit import fingerprint, read_jsonl
 from infra.vllm_engines import (
@@ -34,6 +33,7 @@ from infra.vllm_engines import (
 from rewards.answer_parsing import extract_answer
 from rzero.prompts import solver_messages
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
+from verl.utils.process_memory import peak_rss_mib
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def _answer_shard(spec: dict, shard: int) -> None:
             "engine_start_s": t_ready - t0,
             "generate_s": t_done - t_ready,
             "response_tokens": sum(s.num_tokens for group in samples for s in group),
+            "peak_rss_mib": peak_rss_mib()["self"],
         },
     )
     atomic_write_jsonl(shard_file, rows)  # last: the shard's completion mark
@@ -120,7 +121,7 @@ def solver_answers(
     reused. Returns (answers per question, {"responses", "truncated", "prompt_too_long",
     "response_tokens", "shards", "shards_reused", "engine_start_max_s", "sampling_max_s"}).
     """
-    groups = device_groups(engine.devices, engine.tensor_parallel_size)
+    groups = engine.groups()
     on_gpu = groups[0] is not None
     n = len(groups)
     settings: EngineSettings = engine.settings(solver_model, sampling.seed)
@@ -173,6 +174,7 @@ def solver_answers(
         "shards_reused": n - len(ran),
         "engine_start_max_s": max((m.get("engine_start_s", 0.0) for m in metas), default=0.0),
         "sampling_max_s": max((m.get("generate_s", 0.0) for m in metas), default=0.0),
+        "shard_peak_rss_mib": [m.get("peak_rss_mib") for m in metas],
     }
     return [r["answers"] for r in rows], stats
 

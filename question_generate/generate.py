@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.devices import device_groups
 from infra.shards import run_shards, shard_bounds, shard_main, shard_timings
 from infra.stage_kit import fingerprint, finished_stage, read_jsonl, read_manifest, write_manifest
 from infra.vllm_engines import (
@@ -50,6 +49,7 @@ from infra.vllm_engines import (
 from question_generate.parsing import parse_generated
 from rzero.prompts import challenger_messages, challenger_prompts, load_personas
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
+from verl.utils.process_memory import peak_rss_mib
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ def _generate_shard(spec: dict, shard: int) -> None:
             "engine_start_s": t_ready - t0,
             "generate_s": t_done - t_ready,
             "response_tokens": sum(s.num_tokens for (s,) in samples),
+            "peak_rss_mib": peak_rss_mib()["self"],
         },
     )
     atomic_write_jsonl(shard_file, rows)
@@ -198,7 +199,7 @@ def generate_questions(config: GenerateConfig) -> dict:
     prompts = prompt_settings(config)  # before any engine starts
 
     t0 = time.perf_counter()
-    groups = device_groups(config.engine.devices, config.engine.tensor_parallel_size)
+    groups = config.engine.groups()
     on_gpu = groups[0] is not None
     n = len(groups)
     # The shard folder is named by everything that decides the samples, so a re-run with other
@@ -280,6 +281,7 @@ def _finish(config: GenerateConfig, rows, questions_path, shard_files, ran, grou
             "sampling_max": generate_s,
         },
         notes=notes,
+        memory_mib={"shards": [m.get("peak_rss_mib") for m in metas]},
     )
     logger.info(
         "%s: %d generated, %d valid, %d invalid -> %s",

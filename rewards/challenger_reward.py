@@ -20,12 +20,19 @@ whose last box is empty.
 
 The Solver is reached through the solver service (vLLM servers on 127.0.0.1) whose endpoints file
 the stage wrote (`solver_endpoints_file`); the Challenger's own answer never enters p_hat.
+
+Every item also carries the batch's wall time per phase (seconds, the same value on each item, so
+the logged mean, `timing_s/reward_<phase>` in metrics.jsonl, is the batch's): `parse` (the
+Challenger outputs), `request` (the B x m Solver answers: fan-out to the servers, their sampling,
+the replies), `vote` (answer extraction and grouping in the grader pool), `penalty` (BLEU
+clustering over the batch).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +114,12 @@ def compute_challenger_reward(
             "the Challenger reward needs worker.reward.reward_kwargs.solver_endpoints_file "
             "(written by the solver service; scripts/questioner_train.sh sets it)"
         )
+    t0 = time.perf_counter()
     parsed = [parse_challenger_output(item["response"], profile) for item in items]
     valid_idx = [i for i, p in enumerate(parsed) if p.valid]
     p_hat = [0.0] * len(items)
     m = [0] * len(items)
+    t_parsed = t_answered = t_voted = time.perf_counter()
     if valid_idx:
         client = _solver_client(solver_endpoints_file, request_timeout_s, max_retries)
         completions = client.answer(
@@ -121,14 +130,23 @@ def compute_challenger_reward(
             top_k=solver_top_k,
             max_tokens=solver_max_tokens,
         )
+        t_answered = time.perf_counter()
         answers = [[extract_answer(text, profile) for text in samples] for samples in completions]
         pool = get_default_pool(grader_workers, backend=grader_backend(profile))
         for i, result in zip(valid_idx, vote(answers, profile, pool, stage=REWARD)):
             p_hat[i], m[i] = result.p_hat, result.n_counted
+        t_voted = time.perf_counter()
     # An invalid output takes part in the clustering as an empty question (distance 1 to all), as
     # in the authors' code: a question block it may hold must not add to a valid question's cluster.
     questions = [p.question if p.valid else "" for p in parsed]
     penalty = repetition_penalty(questions, distance_threshold)
+    t_penalty = time.perf_counter()
+    timings = {
+        "timing_s/reward_parse": t_parsed - t0,
+        "timing_s/reward_request": t_answered - t_parsed,
+        "timing_s/reward_vote": t_voted - t_answered,
+        "timing_s/reward_penalty": t_penalty - t_voted,
+    }
     valid = [p.valid for p in parsed]
     scores = challenger_scores(valid, p_hat, penalty, profile, penalty_weight)
     return [
@@ -139,6 +157,7 @@ def compute_challenger_reward(
             "valid": float(ok),
             "p_hat": p,
             "m": float(n),
+            **timings,
         }
         for score, ok, p, n, pen in zip(scores, valid, p_hat, m, penalty.tolist())
     ]

@@ -1,6 +1,7 @@
 """Challenger stage: GRPO of the Challenger against the frozen Solver (RZERO_SPEC.md section 2).
 
-Start the frozen Solver as vLLM servers (on the GPUs the plan reserves for them, one server on CPU),
+Start the frozen Solver as vLLM servers (on the GPUs the plan reserves for them; on CPU as many as
+the plan says, one by default),
 train the Challenger for exactly `trainer.max_steps` steps with the challenger reward, stop the
 servers (also on error or Ctrl-C), record the HF folder of the last step in the manifest.
 """
@@ -56,6 +57,7 @@ def run_challenger_stage(config: TrainStageConfig) -> dict:
         enforce_eager=not on_gpu,
         gpu_memory_utilization=0.25 if config.shared_gpu else None,
         seed=config.seed,
+        cpu_servers=config.solver_servers,
     )
     logger.info("starting %d Solver server(s) for %s", len(service.servers), config.solver_model)
     with service:
@@ -71,5 +73,7 @@ def run_challenger_stage(config: TrainStageConfig) -> dict:
         )
         logger.info("Solver ready at %s; training %d steps", service.endpoints, engine.trainer.max_steps)
         run_training(engine)
+        servers_mib = service.peak_rss_mib()  # while they still run
     inputs = {"solver_model": config.solver_model, "challenger_init": config.model}
-    return finish_stage(config, engine, inputs, started, [], {})
+    counts = {"solver_servers": len(service.servers)}
+    return finish_stage(config, engine, inputs, started, [], counts, {"solver_servers": servers_mib})

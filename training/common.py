@@ -3,6 +3,7 @@ place it is built, also for the driver's dry run), and the stage's end (checks a
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ class TrainStageConfig:
     dataset: solver stage: the pseudo-labelled train.parquet.
     engine_args: `config=FILE` and `key=value` items layered over the stage yaml, in order.
     device: "cuda" or "cpu"; world: training ranks; trainer_devices / solver_devices: GPU ids of the
-    trainer and (challenger stage) of the Solver servers; shared_gpu: both on one GPU.
+    trainer and (challenger stage) of the Solver servers; shared_gpu: both on one GPU;
+    solver_servers: Solver servers on CPU (on CUDA: one per group of `solver_devices`).
     """
 
     stage: str
@@ -44,6 +46,7 @@ class TrainStageConfig:
     solver_devices: list[str] = field(default_factory=list)
     shared_gpu: bool = False
     seed: int = 0
+    solver_servers: int = 1
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainStageConfig:
@@ -76,10 +79,25 @@ def build_engine_config(config: TrainStageConfig) -> PPOConfig:
     return load_config(args, overlays=overlays)
 
 
+def _trainer_memory(output_dir: str) -> dict:
+    """The trainer's process_memory.json ({} when this run resumed past its last step)."""
+    path = Path(output_dir) / "process_memory.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def finish_stage(
-    config: TrainStageConfig, engine: PPOConfig, inputs: dict, started: float, notes: list[str], counts: dict
+    config: TrainStageConfig,
+    engine: PPOConfig,
+    inputs: dict,
+    started: float,
+    notes: list[str],
+    counts: dict,
+    memory_mib: dict | None = None,
 ) -> dict:
-    """Check that training reached its last step and exported it; write the manifest (last)."""
+    """Check that training reached its last step and exported it; write the manifest (last).
+
+    The manifest's `peak_rss_mib` adds the trainer's `process_memory.json` (Ray workers, reward
+    actor) to `memory_mib` (e.g. the Solver servers')."""
     step = ckpt.latest_step(engine.trainer.output_dir)
     if step != engine.trainer.max_steps:
         raise RuntimeError(
@@ -97,6 +115,7 @@ def finish_stage(
         counts={"steps": step, **counts},
         timings_s={"total": time.time() - started},
         notes=notes,
+        memory_mib={**_trainer_memory(engine.trainer.output_dir), **(memory_mib or {})},
     )
     logger.info("%s stage done: model %s", config.stage, hf)
     return read_manifest(config.out_dir) or {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,9 @@ class RayWorkerGroup:
             )
         self.rollout_tp_size = rollout_tp_size
         self.workers: list[ray.actor.ActorHandle] = []
+        # Seconds spent in this process splitting/sending and merging data-parallel calls, summed
+        # since the caller last cleared it (the trainer, once per step).
+        self.transfer_s: dict[str, float] = {}
         remote_cls = ray.remote(worker_cls)
         pgs = resource_pool.placement_groups()
         loopback = resource_pool.nnodes == 1
@@ -107,6 +111,7 @@ class RayWorkerGroup:
             outputs = ray.get([getattr(w, name).remote(*args, **kwargs) for w in self.workers])
             return outputs[0] if mode is Dispatch.RANK_ZERO else outputs
         n_shards, shard_of = self._dp_groups(mode)
+        t0 = time.perf_counter()
         split_args, split_kwargs, pad_size, padded_rows = split_arguments(args, kwargs, n_shards)
         futures = []
         for rank, worker in enumerate(self.workers):
@@ -116,14 +121,21 @@ class RayWorkerGroup:
                     *[a[shard] for a in split_args], **{k: v[shard] for k, v in split_kwargs.items()}
                 )
             )
+        t_sent = time.perf_counter()
         outputs = ray.get(futures)
+        t_got = time.perf_counter()
         # Ranks of one tensor-parallel group return identical results: keep each group's first.
         outputs = [
             out
             for rank, out in enumerate(outputs)
             if mode is Dispatch.DP_COMPUTE_PROTO or rank % self.rollout_tp_size == 0
         ]
-        return merge_outputs(outputs, pad_size, padded_rows)
+        merged = merge_outputs(outputs, pad_size, padded_rows)
+        # Driver-side Ray overhead (the workers' compute is inside the wait between t_sent and t_got):
+        # splitting the batch and serialising the shards into the object store, merging the replies.
+        self.transfer_s["dispatch"] = self.transfer_s.get("dispatch", 0.0) + t_sent - t0
+        self.transfer_s["merge"] = self.transfer_s.get("merge", 0.0) + time.perf_counter() - t_got
+        return merged
 
     def shutdown(self) -> None:
         for worker in self.workers:

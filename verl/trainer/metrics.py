@@ -44,7 +44,9 @@ def data_metrics(
     metrics.update(_stats("reward", batch.batch["token_level_scores"].sum(-1)))
     for key, values in reward_metrics.items():
         if key != "overall" and values:
-            metrics[f"reward/{key}"] = float(np.mean(values))
+            # "group/name" keys name their own group (the reward's `timing_s/...`, `perf/...`: wall
+            # time and memory, which a resumed run does not reproduce); others are `reward/<key>`.
+            metrics[key if "/" in key else f"reward/{key}"] = float(np.mean(values))
     metrics.update(_stats("critic/advantages", advantages))
     metrics.update(_stats("response_length", response_length))
     metrics["response_length/clip_ratio"] = (response_length >= max_response_length).float().mean().item()

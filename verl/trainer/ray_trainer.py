@@ -27,6 +27,7 @@ from verl.utils.dataset import PromptDataset, StatefulDataLoader, read_records
 from verl.utils.device import resolve_device
 from verl.utils.fs import atomic_write_json
 from verl.utils.import_utils import load_function
+from verl.utils.process_memory import peak_rss_mib
 from verl.workers.reward.manager import RewardManager, absolute_function_spec
 
 logger = logging.getLogger(__name__)
@@ -178,8 +179,10 @@ class RayPPOTrainer:
         )
         for step in range(start_step + 1, self.total_steps + 1):
             timings: dict[str, float] = {}
+            self.wg.transfer_s.clear()
             with timer("step", timings):
-                batch = self.loader.next_batch()
+                with timer("data", timings):
+                    batch = self.loader.next_batch()
                 batch.non_tensor_batch["uid"] = np.array(
                     [f"{step}-{i}" for i in range(len(batch))], dtype=object
                 )
@@ -215,6 +218,7 @@ class RayPPOTrainer:
             metrics.update(actor_out.meta_info["metrics"])
             metrics.update(data_metrics(batch, reward_metrics, cfg.data.max_response_length))
             metrics.update({f"timing_s/{k}": v for k, v in timings.items()})
+            metrics.update({f"timing_s/ray_{k}": v for k, v in self.wg.transfer_s.items()})
             metrics.update(
                 throughput_metrics(batch, timings, self.world_size, self.model_config, self.peak_tflops)
             )
@@ -225,7 +229,18 @@ class RayPPOTrainer:
             if self._should(cfg.trainer.save_freq, step) or step == self.total_steps:
                 self._save(step)
         tracker.finish()
+        self._record_memory()
         return history
+
+    def _record_memory(self) -> None:
+        """`<output_dir>/process_memory.json`: the peak RSS (MiB) of this driver, of each training
+        rank's Ray worker (FSDP shard + rollout engine) and of the reward actor, read in each process."""
+        workers = ray.get([w.__ray_call__.remote(lambda _self: peak_rss_mib()) for w in self.wg.workers])
+        reward = ray.get(self.reward_actor.__ray_call__.remote(lambda _self: peak_rss_mib()))
+        atomic_write_json(
+            self.output_dir / "process_memory.json",
+            {"driver": peak_rss_mib(), "workers": workers, "reward_actor": reward},
+        )
 
     @staticmethod
     def _should(freq: int, step: int) -> bool:

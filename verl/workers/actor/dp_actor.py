@@ -33,6 +33,12 @@ from verl.utils.micro_batching import budget_partition, split_to_count
 from verl.workers.actor import forward
 
 _LOG_PROB_KEYS = ["input_ids", "attention_mask", "position_ids", "responses"]
+# Packed sequences through SDPA (the CPU path: no flash-attn varlen) attend through a dense
+# block-diagonal (L x L) mask over the whole packed micro-batch: time and memory grow with the square
+# of the token budget. At the rehearsal's shapes (512 x 4 rollouts on one rank) the default budgets
+# packed 32,768 tokens into one row: a 1 G-entry mask, 7 GB of RSS and minutes per pass on the
+# 0.5 M-parameter tiny model. There, micro-batches hold at most this many tokens (a longer row alone).
+PACKED_SDPA_MAX_TOKENS = 2048
 
 
 def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> torch.Tensor:
@@ -76,6 +82,8 @@ class DataParallelPPOActor:
         """
         if max_tokens <= 0:
             return data.split(rows), list(range(len(data)))
+        if self.padding_free and self._attention() == "sdpa":
+            max_tokens = min(max_tokens, PACKED_SDPA_MAX_TOKENS)
         mask = data.batch["attention_mask"]
         resp_len = data.batch["responses"].shape[1]
         lengths = torch.stack([mask[:, :-resp_len].sum(-1), mask[:, -resp_len:].sum(-1)]).tolist()
@@ -84,6 +92,11 @@ class DataParallelPPOActor:
         count = int(_all_reduce(count, dist.ReduceOp.MAX).item())
         groups = split_to_count(groups, count, lengths[0], lengths[1], padded=not self.padding_free)
         return [data.index_select(g) for g in groups], [r for g in groups for r in g]
+
+    def _attention(self) -> str:
+        """The module's attention implementation (transformers' config: "sdpa", "flash_attention_2")."""
+        config = getattr(self.module, "config", None)
+        return str(getattr(config, "_attn_implementation", None) or "")
 
     def _log_probs(
         self, micro: DataProto, temperature: float, with_entropy: bool = False

@@ -7,11 +7,14 @@ Each item has `response` (decoded text), `response_length`, `prompt` (decoded pr
 `ground_truth` and every other per-sample field of the batch (e.g. `uid`). A dict result must hold
 `overall` (the reward); every other numeric key is logged as `reward/<key>`. The score is placed on
 the last response token. The trainer runs this in a Ray CPU actor, concurrently with the log-prob
-passes.
+passes. A key with a "/" is logged under that name (not under `reward/`). The manager adds
+`timing_s/reward_decode` (detokenising the batch), `timing_s/reward_fn` (the reward function's call)
+and `perf/reward_actor_peak_rss_mib` (the actor process's peak RSS) to the metrics.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.config import RewardConfig
 from verl.utils.import_utils import load_function
+from verl.utils.process_memory import peak_rss_mib
 
 # Per-sample fields not worth sending to a reward function.
 _SKIP_FIELDS = {"raw_prompt_ids", "response_ids", "sample_seed"}
@@ -76,12 +80,15 @@ class RewardManager:
     def compute_reward(self, data: DataProto) -> tuple[torch.Tensor, dict[str, list[float]]]:
         """Token-level rewards (bs, R) with the score on each response's last token, and per-sample
         metrics {key: [value per sample]} (always including `overall`)."""
+        t0 = time.perf_counter()
         items = self.items(data)
         kwargs = dict(self.config.reward_kwargs)
+        t_decoded = time.perf_counter()
         if self.config.reward_type == "batch":
             results = list(self.fn(items, **kwargs))
         else:
             results = [self.fn(item, **kwargs) for item in items]
+        t_scored = time.perf_counter()
         if len(results) != len(items):
             raise ValueError(
                 f"reward function {self.config.reward_function} returned {len(results)} results "
@@ -101,4 +108,7 @@ class RewardManager:
             for key, value in result.items():
                 if isinstance(value, (int, float, bool, np.number)):
                     metrics[key].append(float(value))
+        metrics["timing_s/reward_decode"] = [t_decoded - t0]
+        metrics["timing_s/reward_fn"] = [t_scored - t_decoded]
+        metrics["perf/reward_actor_peak_rss_mib"] = [peak_rss_mib()["self"]]
         return reward, dict(metrics)
