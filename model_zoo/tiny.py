@@ -25,7 +25,7 @@ import random
 from pathlib import Path
 
 from rzero.prompts import challenger_messages, solver_messages
-from verl.utils.fs import UnsafeTargetError, atomic_dir
+from verl.utils.fs import UnsafeTargetError, add_overwrite_argument, atomic_dir
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
@@ -335,11 +335,7 @@ def main() -> None:
         default=0,
         help="teach the R-Zero output formats for this many steps (the demo uses 300)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --out even if it holds files the project did not write (they are deleted)",
-    )
+    add_overwrite_argument(parser)
     args = parser.parse_args()
     try:
         out = build_tiny_model(

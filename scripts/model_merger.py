@@ -81,6 +81,8 @@ def merge(
 
 
 def main() -> None:
+    from verl.utils.fs import UnsafeTargetError, add_overwrite_argument
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -88,14 +90,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output HF folder")
     parser.add_argument("--base-model", default=None, help="model the run started from (config + tokenizer)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"])
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --out even if it holds files the project did not write (they are deleted)",
-    )
+    add_overwrite_argument(parser)
     args = parser.parse_args()
-    from verl.utils.fs import UnsafeTargetError
-
     try:
         merged = merge(args.checkpoint, args.out, args.base_model, args.dtype, overwrite=args.overwrite)
     except UnsafeTargetError as e:

@@ -142,6 +142,15 @@ def check_replaceable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return target
 
 
+def add_overwrite_argument(parser: Any) -> None:
+    """The `--overwrite` flag of every command that writes a model folder (`check_replaceable`)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even if it holds files the project did not write (they are deleted)",
+    )
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` in one rename.
