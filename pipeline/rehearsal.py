@@ -297,7 +297,9 @@ def format_report(report: dict) -> str:
         "",
         f"preset {report['preset']}; devices: Challenger {plan.get('trainer_world')} rank(s) + "
         f"{plan.get('cpu_solver_servers')} Solver server(s), Solver {plan.get('solver_world')} rank(s), "
-        f"{plan.get('cpu_shards')} engine(s) per generation / labelling / evaluation stage",
+        f"{plan.get('cpu_shards')} engine(s) per generation / labelling / evaluation stage (the 8-GPU "
+        "plan: Challenger 4 ranks + 4 servers, Solver 8 ranks, 8 engines; the full preset trains the "
+        "Challenger on 2 ranks so that 4 servers fit beside them in 24 GB)",
         "",
         "## Shapes (read from the run's files)",
         "",
