@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,22 +36,24 @@ def test_plan_on_cpu_and_overrides() -> None:
         plan_devices(GPUS, solver_gpus=8)
 
 
-def _dry_run(visible: str, tmp_path: Path, *extra: str) -> str:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible, "STORAGE_PATH": str(tmp_path / "storage")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.driver", "Qwen/Qwen3-4B-Base", "qwen3-4b", "--dry-run", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _dry_run(
+    visible: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *extra: str
+) -> str:
+    """The driver's entry point in this process (main.sh's own dry run: test_experiments.py)."""
+    from pipeline.driver import main
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setenv("STORAGE_PATH", str(tmp_path / "storage"))
+    capsys.readouterr()
+    code = main(["Qwen/Qwen3-4B-Base", "qwen3-4b", "--dry-run", *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
     assert not (tmp_path / "storage").exists()  # a dry run creates nothing
-    return proc.stdout
+    return out
 
 
-def test_dry_run_plans_the_paper_run_on_8_gpus(tmp_path: Path) -> None:
-    out = _dry_run(",".join(GPUS), tmp_path)
+def test_dry_run_plans_the_paper_run_on_8_gpus(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = _dry_run(",".join(GPUS), tmp_path, monkeypatch, capsys)
     assert "base model Qwen/Qwen3-4B-Base, profile paper, 3 iteration(s)" in out
     assert "challenger: trainer on ['0', '1', '2', '3'], Solver servers on ['4', '5', '6', '7']" in out
     assert "solver: FSDP over 8 rank(s)" in out
@@ -76,8 +75,8 @@ def test_dry_run_plans_the_paper_run_on_8_gpus(tmp_path: Path) -> None:
     assert "  iterations: 3\n" in out
 
 
-def test_dry_run_adapts_to_fewer_gpus_and_profile(tmp_path: Path) -> None:
-    out = _dry_run("0,1", tmp_path, "--profile", "rzero_code")
+def test_dry_run_adapts_to_fewer_gpus_and_profile(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = _dry_run("0,1", tmp_path, monkeypatch, capsys, "--profile", "rzero_code")
     assert "challenger: trainer on ['0'], Solver servers on ['1']" in out
     assert "m=9 votes, keep p_hat in [0.3, 0.8]" in out
     assert "profile rzero_code, 5 iteration(s)" in out
@@ -95,7 +94,7 @@ def test_dry_run_adapts_to_fewer_gpus_and_profile(tmp_path: Path) -> None:
         0
     ]
     assert "prompts_per_update: 16" in challenger and "loss_agg_mode: microbatch-token-mean" in challenger
-    out = _dry_run("0", tmp_path)
+    out = _dry_run("0", tmp_path, monkeypatch, capsys)
     assert "(shared GPU)" in out
 
 
@@ -127,23 +126,21 @@ def test_small_dataset_lowers_the_rollout_batch() -> None:
         _fit_batch_to_data(cfg, 0, world=2)
 
 
-def test_dry_run_prints_the_memory_plan_of_both_training_stages(tmp_path: Path) -> None:
+def test_dry_run_prints_the_memory_plan_of_both_training_stages(tmp_path: Path, monkeypatch, capsys) -> None:
     """From a CPU box, with the model's config.json at hand and --gpu-mem: the paper's run on 8 x 40 GB."""
     import json
 
     model = tmp_path / "qwen3-4b"
     model.mkdir()
     (model / "config.json").write_text(json.dumps(QWEN3_4B))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(GPUS), "STORAGE_PATH": str(tmp_path / "storage")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.driver", str(model), "t", "--dry-run", "--gpu-mem", "40"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    from pipeline.driver import main
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(GPUS))
+    monkeypatch.setenv("STORAGE_PATH", str(tmp_path / "storage"))
+    capsys.readouterr()
+    code = main([str(model), "t", "--dry-run", "--gpu-mem", "40"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
     challenger = out.split("challenger stage memory plan:")[1].split("solver stage memory plan:")[0]
     solver = out.split("solver stage memory plan:")[1].split("effective engine config")[0]
     assert "(4.02B params), 4 training GPU(s) of 40 GiB" in challenger
