@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,8 +39,10 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def test_demo_killed_mid_stage_then_rerun(tmp_path: Path) -> None:
+def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -> None:
     env = {**os.environ, "STORAGE_PATH": str(tmp_path / "storage"), "RZERO_SKIP_SETUP": "1"}
+    # The demo's base model, built once per test run (main.sh reuses a built one, as on a rerun).
+    shutil.copytree(demo_model_dir, tmp_path / "storage" / "tiny-qwen3-rzero")
     run = tmp_path / "storage" / "demo" / "iter_1"
     cmd = ["bash", str(ROOT / "scripts" / "main.sh")]
 
