@@ -121,7 +121,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-parallel-size", type=int, help="engines (default: every visible GPU group)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--enforce-eager", action="store_true")
-    p.add_argument("--grader-workers", type=int, default=2)
+    p.add_argument("--grader-workers", type=int, default=None, help="default: every core but two (2 to 32)")
     p.add_argument("--grader-timeout", type=float, default=5.0, help="seconds per math-verify call")
     p.add_argument("--no-reuse", action="store_true", help="regenerate even when matching responses exist")
     p.add_argument(

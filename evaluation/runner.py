@@ -33,7 +33,7 @@ from evaluation.registry import get_spec
 from evaluation.report import row_averages, row_from_results, write_reports
 from evaluation.scoring import score_benchmark
 from infra.stage_kit import fingerprint, read_jsonl, write_manifest
-from rewards.grader import GraderPool
+from rewards.grader import GraderPool, default_grader_workers
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
 from verl.utils.stop_tokens import load_generation_config
 
@@ -78,7 +78,7 @@ class RunConfig:
     top_k: int = -1
     max_tokens: int | None = None  # None: the benchmark's own budget (math 4096, general 8192)
     label: str | None = None
-    grader_workers: int = 2
+    grader_workers: int | None = None  # None: rewards.grader.default_grader_workers() (cores - 2)
     grader_timeout_s: float = 5.0
     reuse: bool = True
     judge: JudgeConfig | None = None
@@ -172,7 +172,9 @@ class EvaluationRun:
             assert self._stack is not None, "grader_pool() is only available inside run()"
             cfg = self.config
             self._pool = self._stack.enter_context(
-                GraderPool(num_workers=cfg.grader_workers, timeout_s=cfg.grader_timeout_s)
+                GraderPool(
+                    num_workers=cfg.grader_workers or default_grader_workers(), timeout_s=cfg.grader_timeout_s
+                )
             )
         return self._pool
 

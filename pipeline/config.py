@@ -69,7 +69,7 @@ class PipelineConfig:
     eval_generated_items: int = 0
     eval_max_tokens: int = 0  # new tokens per answer; 0: each benchmark's own (math 4096, general 8192)
     eval_max_model_len: int = 0  # engine context; 0: the model's
-    eval_grader_workers: int = 2
+    eval_grader_workers: int = 0  # 0: every core but two (2 to 32; rewards.grader.default_grader_workers)
     seed: int = 0
 
     def to_dict(self) -> dict:

@@ -239,7 +239,8 @@ def evaluate_config(
         config["max_tokens"] = pipe.eval_max_tokens
     if pipe.eval_max_model_len:
         config["max_model_len"] = pipe.eval_max_model_len
-    config["grader_workers"] = pipe.eval_grader_workers
+    if pipe.eval_grader_workers:
+        config["grader_workers"] = pipe.eval_grader_workers
     if plan is not None and plan.kind == "cpu" and plan.engine_shards > 1:
         config["data_parallel_size"] = plan.engine_shards
     return config

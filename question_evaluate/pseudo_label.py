@@ -40,7 +40,7 @@ from infra.vllm_engines import EngineOptions
 from question_evaluate.filtering import count_reasons, filter_question
 from question_evaluate.outputs import plot_p_hat_histogram, write_dataset
 from question_evaluate.solver_answers import AnswerSampling, solver_answers
-from rewards.grader import DEFAULT_TIMEOUT_S
+from rewards.grader import DEFAULT_TIMEOUT_S, default_grader_workers
 from rewards.voting import LABEL, VoteResult, grader_backend, make_grader_pool, vote
 from rzero.profiles import get_profile
 from verl.utils.fs import atomic_write_json, atomic_write_jsonl
@@ -111,11 +111,6 @@ class LabelConfig:
         if self.grader_timeout_s is not None:
             return float(self.grader_timeout_s)
         return DEFAULT_TIMEOUT_S[grader_backend(self.profile)]
-
-
-def default_grader_workers() -> int:
-    """Grader processes: every core but two (left to the dispatcher and the caller), at least two."""
-    return max(2, (os.cpu_count() or 1) - 2)
 
 
 def resolve_questions_path(path: str | os.PathLike) -> Path:

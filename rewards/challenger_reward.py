@@ -39,6 +39,7 @@ import numpy as np
 
 from rewards.answer_parsing import extract_answer, parse_challenger_output
 from rewards.default_grader import get_default_pool
+from rewards.grader import default_grader_workers
 from rewards.repetition import repetition_penalty
 from rewards.voting import REWARD, grader_backend, vote
 from solver_service.client import SolverClient
@@ -101,7 +102,7 @@ def compute_challenger_reward(
     distance_threshold: float = 0.5,
     request_timeout_s: float = 900.0,
     max_retries: int = 3,
-    grader_workers: int = 2,
+    grader_workers: int | None = None,
     penalty_weight: float = 1.0,
     **_: object,
 ) -> list[dict]:
@@ -132,7 +133,7 @@ def compute_challenger_reward(
         )
         t_answered = time.perf_counter()
         answers = [[extract_answer(text, profile) for text in samples] for samples in completions]
-        pool = get_default_pool(grader_workers, backend=grader_backend(profile))
+        pool = get_default_pool(grader_workers or default_grader_workers(), backend=grader_backend(profile))
         for i, result in zip(valid_idx, vote(answers, profile, pool, stage=REWARD)):
             p_hat[i], m[i] = result.p_hat, result.n_counted
         t_voted = time.perf_counter()

@@ -100,6 +100,18 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# At most this many default workers: each holds ~60-100 MB, and a node's 100+ cores would
+# otherwise buy gigabytes of idle graders.
+MAX_DEFAULT_WORKERS = 32
+
+
+def default_grader_workers() -> int:
+    """Grader processes when none are asked for: every core but two (left to the caller and the
+    dispatcher), at least 2, at most MAX_DEFAULT_WORKERS. On an 8-GPU node the Challenger reward
+    votes on 2,048 x 10 answers per step while the GPUs wait: the cores are the budget."""
+    return max(2, min(MAX_DEFAULT_WORKERS, (os.cpu_count() or 1) - 2))
+
+
 class GraderPool:
     """Worker processes that compare answers with one grader, each comparison under a hard timeout.
 

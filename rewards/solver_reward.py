@@ -16,6 +16,7 @@ import re
 
 from rewards.answer_parsing import extract_answer
 from rewards.default_grader import get_default_pool
+from rewards.grader import default_grader_workers
 from rewards.voting import grader_backend
 from rzero.profiles import PROFILES
 
@@ -52,7 +53,7 @@ def format_ok(response: str) -> bool:
 
 
 def compute_solver_reward(
-    items: list[dict], profile: str = "paper", grader_workers: int = 2, **_: object
+    items: list[dict], profile: str = "paper", grader_workers: int | None = None, **_: object
 ) -> list[dict]:
     """Batch reward: `overall`, `accuracy`, `format` per response."""
     if profile not in PROFILES:
@@ -69,7 +70,7 @@ def compute_solver_reward(
     to_grade = [i for i, (g, p) in enumerate(zip(golds, preds)) if g and p]
     correct = [False] * len(items)
     if to_grade:
-        pool = get_default_pool(grader_workers, backend=grader_backend(profile))
+        pool = get_default_pool(grader_workers or default_grader_workers(), backend=grader_backend(profile))
         verdicts = pool.equivalent_many([(golds[i], preds[i]) for i in to_grade], symmetric=False)
         for i, ok in zip(to_grade, verdicts):
             correct[i] = ok
