@@ -3,6 +3,7 @@
 import sys
 
 from evaluation.cli import main
+from infra.stage_kit import stage_entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_entry(main, "evaluation"))

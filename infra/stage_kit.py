@@ -15,7 +15,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,17 @@ def write_stage_config(path: str | Path, config: Any) -> Path:
 def read_stage_config(path: str | Path) -> dict[str, Any]:
     """The settings a stage was launched with (see `write_stage_config`)."""
     return json.loads(Path(path).read_text())
+
+
+# Exit status of a stage stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+
+
+def stage_entry(main: Callable[[], int], name: str) -> int:
+    """Run a stage's `main`; Ctrl-C ends it with one line and EXIT_INTERRUPTED instead of a
+    traceback (the driver, which got the same Ctrl-C, says how to resume)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED

@@ -37,12 +37,14 @@ from pathlib import Path
 from evaluation.synthetic import make_problems, write_problems
 from infra.logs import setup_logging
 from infra.preflight import EXIT_PREFLIGHT
-from infra.stage_kit import require_output
+from infra.stage_kit import EXIT_INTERRUPTED, require_output
 from pipeline.config import GENERATED_BENCHMARK, PipelineConfig, load_pipeline_config
 from pipeline.describe import describe_run
 from pipeline.experiments import BASE, EXPERIMENTS, Step, get_experiment
 from pipeline.launch import (
+    RESUME_HINT,
     StageFailed,
+    StageInterrupted,
     challenger_config,
     evaluate_config,
     generate_config,
@@ -281,14 +283,20 @@ def main(argv: list[str] | None = None) -> int:
         print(checked.report(), file=sys.stderr, flush=True)
         return EXIT_PREFLIGHT
     print(checked.report(), flush=True)
-    if demo:
-        ensure_demo_model(storage_root())
     try:
+        if demo:
+            ensure_demo_model(storage_root())
         print(driver.describe(), flush=True)
         driver.run()
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_PREFLIGHT
+    except StageInterrupted as e:
+        logger.warning("%s", e)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # between stages (summary, model build): nothing half-written counts
+        logger.warning("interrupted; %s", RESUME_HINT)
+        return EXIT_INTERRUPTED
     except StageFailed as e:
         logger.error("%s", e)
         return 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from infra.logs import setup_logging
 from infra.preflight import EXIT_PREFLIGHT
-from infra.stage_kit import finished_stage, is_done, read_manifest, write_stage_config
+from infra.stage_kit import EXIT_INTERRUPTED, finished_stage, is_done, read_manifest, write_stage_config
 from infra.vllm_engines import EngineOptions
 from pipeline.config import PipelineConfig, load_pipeline_config
 from pipeline.experiments import get_experiment
@@ -53,6 +54,41 @@ class StageFailed(RuntimeError):
     """A stage process failed; the message says which and how to resume."""
 
 
+class StageInterrupted(StageFailed):
+    """Ctrl-C (or SIGTERM) stopped a stage; the same command resumes it."""
+
+
+RESUME_HINT = (
+    "rerun the same command to resume (finished stages are skipped, a training stage resumes from its "
+    "last checkpoint, question generation keeps its finished shards)"
+)
+# After Ctrl-C, how long the stage (which got the same SIGINT) may take to stop by itself.
+INTERRUPT_GRACE_S = 60.0
+
+
+def run_process(cmd: list[str]) -> int:
+    """Run a stage process (in the project root) to its end and return its exit code. On Ctrl-C
+    (the terminal sent SIGINT to the stage as well) wait for it to stop, then re-raise."""
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        _stop(proc)
+        raise
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    """Wait for a stage that got Ctrl-C to exit; terminate it, then kill it, if it does not."""
+    for send, wait_s in ((None, INTERRUPT_GRACE_S), (proc.terminate, 15.0), (proc.kill, None)):
+        if send is not None:
+            send()
+        try:
+            return proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
+
+
 def run_stage(stage: str, stage_dir: Path, config: Any) -> dict:
     """Run one stage unless its manifest says it is done; return its manifest."""
     if (manifest := finished_stage(stage_dir, stage)) is not None:
@@ -62,10 +98,20 @@ def run_stage(stage: str, stage_dir: Path, config: Any) -> dict:
     cmd = [sys.executable, "-m", STAGE_MODULES[stage], "--config", str(config_path)]
     logger.info("%s/%s: %s", stage_dir.parent.name, stage, " ".join(cmd))
     started = time.time()
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, check=False)
-    if proc.returncode != 0:
+    try:
+        returncode = run_process(cmd)
+    except KeyboardInterrupt:
+        raise StageInterrupted(
+            f"stage {stage} interrupted after {time.time() - started:.0f}s; nothing it finished is lost: "
+            + RESUME_HINT
+        ) from None
+    if returncode in (EXIT_INTERRUPTED, -signal.SIGINT, -signal.SIGTERM):
+        raise StageInterrupted(
+            f"stage {stage} was stopped by a signal (exit code {returncode}); {RESUME_HINT}"
+        )
+    if returncode != 0:
         raise StageFailed(
-            f"stage {stage} failed with exit code {proc.returncode} after {time.time() - started:.0f}s; "
+            f"stage {stage} failed with exit code {returncode} after {time.time() - started:.0f}s; "
             "fix the cause and rerun the same command to resume"
         )
     manifest = read_manifest(stage_dir)
@@ -281,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_PREFLIGHT
     try:
         run_stage(args.stage, out, config)
+    except StageInterrupted as e:
+        logger.warning("%s", e)
+        return EXIT_INTERRUPTED
     except StageFailed as e:
         logger.error("%s", e)
         return 1

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.logs import setup_logging
-from infra.stage_kit import read_manifest, read_stage_config
+from infra.stage_kit import read_manifest, read_stage_config, stage_entry
 from infra.vllm_engines import add_engine_args, engine_options_from_args
 from question_evaluate.pseudo_label import QUESTIONS_FILE, STAGE, LabelConfig, pseudo_label
 from rzero.profiles import PROFILES
@@ -109,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_entry(main, "question_evaluate"))

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from infra.logs import setup_logging
-from infra.stage_kit import read_stage_config
+from infra.stage_kit import read_stage_config, stage_entry
 from infra.vllm_engines import add_engine_args, engine_options_from_args
 from question_generate.generate import GenerateConfig, generate_questions
 from rzero.profiles import PROFILES
@@ -68,4 +68,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_entry(main, "question_generate"))

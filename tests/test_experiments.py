@@ -37,7 +37,7 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     """Every stage process the driver starts, as (stage, stage_config.json); each 'finishes' at once."""
     recorded: list[tuple[str, dict]] = []
 
-    def record(cmd: list[str], cwd: object = None, check: bool = False) -> subprocess.CompletedProcess:
+    def record(cmd: list[str]) -> int:
         module, config_path = cmd[2], Path(cmd[4])
         config = read_stage_config(config_path)
         stage = config.get("stage") or MODULE_STAGE.get(module, module)
@@ -46,9 +46,9 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
         outputs = {"model": str(stage_dir / "model")}
         outputs.update(questions=str(stage_dir / "questions.jsonl"), dataset=str(stage_dir / "train.parquet"))
         write_manifest(stage_dir, stage, outputs=outputs)
-        return subprocess.CompletedProcess(cmd, 0)
+        return 0
 
-    monkeypatch.setattr(pipeline.launch.subprocess, "run", record)
+    monkeypatch.setattr(pipeline.launch, "run_process", record)
     return recorded
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from infra.logs import setup_logging
-from infra.stage_kit import read_stage_config
+from infra.stage_kit import read_stage_config, stage_entry
 from training.challenger import run_challenger_stage
 from training.common import TrainStageConfig
 from training.solver import run_solver_stage
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_entry(main, "training stage"))
