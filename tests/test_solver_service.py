@@ -238,6 +238,9 @@ def test_server_samples_as_the_offline_engine_whatever_the_models_generation_con
     server_ids, server_logprobs = served()
     llm = make_llm(EngineSettings(model=model_dir, dtype="float32", max_model_len=512), on_gpu=False)
     try:
+        # the offline engine runs on vLLM's V1 model runner, pinned (EngineSettings.model_runner)
+        assert llm.llm_engine.vllm_config.use_v2_model_runner is False
+        assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"
         params = sampling_params(SamplingSettings(temperature=0.0, max_tokens=8), None, client.stop_token_ids)
         params.logprobs = 0
         (out,) = llm.generate([TokensPrompt(prompt_token_ids=prompt_ids)], params, use_tqdm=False)

@@ -18,6 +18,7 @@ from solver_service.server import SolverService
 from training.common import TrainStageConfig, build_engine_config, finish_stage
 from verl.utils.fs import atomic_write_json
 from verl.utils.import_utils import load_function
+from verl.utils.vllm_runner import model_runner_env
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def run_challenger_stage(config: TrainStageConfig) -> dict:
         gpu_memory_utilization=0.25 if config.shared_gpu else None,
         seed=config.seed,
         cpu_servers=config.solver_servers,
+        # the rollout's vLLM model runner (worker.rollout.model_runner) for the Solver's servers too
+        env=model_runner_env(engine.worker.rollout.model_runner),
     )
     logger.info("starting %d Solver server(s) for %s", len(service.servers), config.solver_model)
     with service:
