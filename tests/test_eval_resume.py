@@ -5,7 +5,8 @@ Two generated benchmarks (evaluation/synthetic.py) on the tiny model, loaded thr
 option under the GSM8K and AMC schemas. The first run generates and scores both. Then the second
 benchmark's scores are removed, as if the run had been killed while scoring it: the rerun keeps the
 first benchmark untouched (no generation, no scoring) and scores only the second from its saved
-responses. A third run of a finished evaluation (results.json lost) starts neither an engine nor the
+responses. The reruns call the script's `python -m evaluation` in this process (they start no
+engine, which is checked: the subprocess would add only its start-up). A third run of a finished evaluation (results.json lost) starts neither an engine nor the
 grader pool. Settings that change the scores (here the grader timeout) make a benchmark unfinished.
 """
 
@@ -38,12 +39,40 @@ def _evaluate(model: str, out: Path, data: dict[str, str], *extra: str) -> str:
     return log
 
 
+def _rerun(
+    model: str, out: Path, data: dict[str, str], caplog: pytest.LogCaptureFixture, *extra: str
+) -> list:
+    """The script's `python -m evaluation` call, in this process (a rerun starts no engine, so the
+    subprocess adds nothing); returns the engines it made (the real factory, recorded on the way)."""
+    import evaluation.runner
+    from evaluation.cli import main as cli_main
+
+    made = []
+    real = evaluation.runner.make_engine
+
+    def recording(config):
+        made.append(config)
+        return real(config)
+
+    argv = ["--model", model, "--out", str(out), "--benchmarks", "gsm8k,amc23", "--offline"]
+    argv += [f"--data={name}={path}" for name, path in data.items()]
+    argv += ["--max-tokens", "24", "--max-model-len", "512", "--grader-workers", "1", *extra]
+    caplog.clear()
+    evaluation.runner.make_engine = recording
+    try:
+        with caplog.at_level("INFO", logger="evaluation.runner"):
+            assert cli_main(argv) == 0
+    finally:
+        evaluation.runner.make_engine = real
+    return made
+
+
 def _state(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
 def test_finished_benchmarks_are_kept_and_only_unfinished_ones_run(
-    tiny_model_dir: str, tmp_path: Path
+    tiny_model_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = {
         "gsm8k": str(write_problems(tmp_path / "arith_a.jsonl", make_problems(12, seed=1))),
@@ -63,9 +92,9 @@ def test_finished_benchmarks_are_kept_and_only_unfinished_ones_run(
     for name in ("amc23/metrics.json", "amc23/items.jsonl", "results.json", "manifest.json"):
         (out / name).unlink()
     kept = {name: _state(out / "gsm8k" / name) for name in ("metrics.json", "items.jsonl", "responses.jsonl")}
-    log = _evaluate(tiny_model_dir, out, data)
-    assert "gsm8k: finished by an earlier run with these settings; kept" in log
-    assert ENGINE_STARTED not in log  # amc23's responses were saved: it is only scored again
+    engines = _rerun(tiny_model_dir, out, data, caplog)
+    assert "gsm8k: finished by an earlier run with these settings; kept" in caplog.text
+    assert engines == []  # amc23's responses were saved: it is only scored again
     assert {name: _state(out / "gsm8k" / name) for name in kept} == kept  # not even rewritten
     second = json.loads((out / "results.json").read_text())
     gsm8k, amc23 = second["benchmarks"]["gsm8k"], second["benchmarks"]["amc23"]
@@ -78,14 +107,14 @@ def test_finished_benchmarks_are_kept_and_only_unfinished_ones_run(
     # 3. A finished evaluation whose results.json was lost: nothing is generated or scored again.
     (out / "results.json").unlink()
     (out / "manifest.json").unlink()
-    log = _evaluate(tiny_model_dir, out, data)
+    engines = _rerun(tiny_model_dir, out, data, caplog)
     third = json.loads((out / "results.json").read_text())
     assert all(e["resumed"] for e in third["benchmarks"].values())
-    assert "grader" not in third and ENGINE_STARTED not in log  # no grader pool, no engine
+    assert "grader" not in third and engines == []  # no grader pool, no engine
 
     # 4. A setting that changes the scores makes every benchmark unfinished (responses still reused).
     (out / "results.json").unlink()
-    _evaluate(tiny_model_dir, out, data, "--grader-timeout", "7")
+    assert _rerun(tiny_model_dir, out, data, caplog, "--grader-timeout", "7") == []
     fourth = json.loads((out / "results.json").read_text())
     assert not any(e["resumed"] for e in fourth["benchmarks"].values())
     assert all(e["reused_responses"] for e in fourth["benchmarks"].values())
