@@ -22,3 +22,10 @@ def apply_model_runner(mode: str) -> None:
         os.environ.pop(ENV_NAME, None)  # vLLM's own choice
     else:
         os.environ[ENV_NAME] = "1" if mode == "v2" else "0"
+
+
+def model_runner_env(mode: str) -> dict[str, str]:
+    """The environment entries a child process (a Solver server) needs for runner `mode`."""
+    if mode not in VLLM_MODEL_RUNNERS:
+        raise ValueError(f"vLLM model runner '{mode}': use one of {', '.join(VLLM_MODEL_RUNNERS)}")
+    return {} if mode == "auto" else {ENV_NAME: "1" if mode == "v2" else "0"}
