@@ -139,6 +139,14 @@ def _training(run: Path, stage: str) -> tuple[list[dict], dict, dict]:
     return rows, shapes, memory
 
 
+def _slowest_shard_engine_s(stage_dir: Path) -> float:
+    """The longest engine time (start + sampling) of one shard, from the shards' .meta.json files:
+    the part of the shards' wall time that is the model's (maxima of each taken apart would come
+    from different shards)."""
+    metas = [_read_json(p) for p in stage_dir.glob("shards/*/*.meta.json")]
+    return max((m.get("engine_start_s", 0.0) + m.get("generate_s", 0.0) for m in metas), default=0.0)
+
+
 def _generation(run: Path) -> tuple[list[dict], dict, dict]:
     manifest = _read_json(run / "iter_1" / "question_generate" / "manifest.json")
     t, counts = manifest.get("timings_s", {}), manifest.get("counts", {})
@@ -153,7 +161,7 @@ def _generation(run: Path) -> tuple[list[dict], dict, dict]:
                 stage,
                 "shard_overhead",
                 "outside",
-                t["shards"] - t.get("engine_start_max", 0) - t.get("sampling_max", 0),
+                t["shards"] - _slowest_shard_engine_s(run / "iter_1" / stage),
                 "shard processes: spawn, prompts, parsing, rows (beyond the slowest shard's engine)",
             ),
             _row(
@@ -191,7 +199,7 @@ def _labelling(run: Path) -> tuple[list[dict], dict, dict]:
                 stage,
                 "answers_overhead",
                 "outside",
-                t["answers"] - (engine or 0) - (sample or 0),
+                t["answers"] - _slowest_shard_engine_s(folder),
                 "reading questions, shard processes, prompts, answer extraction, merge",
             )
         )
