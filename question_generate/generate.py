@@ -184,6 +184,18 @@ def invalid_reason(row: dict) -> str | None:
     return "no_answer" if row.get("question") else "no_question"
 
 
+def shards_folder(config: GenerateConfig, num_shards: int, on_gpu: bool) -> Path:
+    """The folder of `config`'s shards, named by everything that decides the samples (sampling,
+    prompts, shard count, device), so a re-run with other settings never picks up stale shards."""
+    decided = {
+        **config.sampling_dict(),
+        **prompt_settings(config),
+        "num_shards": num_shards,
+        "on_gpu": on_gpu,
+    }
+    return Path(config.out_dir) / SHARDS_DIR / fingerprint(decided)
+
+
 def generate_questions(config: GenerateConfig) -> dict:
     """Sample `num_questions` Challenger outputs into `<out_dir>/questions.jsonl`; return the manifest.
 
@@ -202,9 +214,7 @@ def generate_questions(config: GenerateConfig) -> dict:
     groups = config.engine.groups()
     on_gpu = groups[0] is not None
     n = len(groups)
-    # The shard folder is named by everything that decides the samples, so a re-run with other
-    # settings never picks up stale shards.
-    work_dir = out / SHARDS_DIR / fingerprint({**recorded, **prompts, "num_shards": n, "on_gpu": on_gpu})
+    work_dir = shards_folder(config, n, on_gpu)
     work_dir.mkdir(parents=True, exist_ok=True)
     shard_files = [work_dir / f"questions-{k:05d}-of-{n:05d}.jsonl" for k in range(n)]
     spec = {

@@ -235,7 +235,7 @@ class SolverClient:
         return [group[k : k + step] for group in by_budget.values() for k in range(0, len(group), step)]
 
     def stats(self) -> dict[str, Any]:
-        """Counters since creation (or `reset_stats`): calls, prompts, completions, requests (HTTP
+        """Counters since creation: calls, prompts, completions, requests (HTTP
         attempts), retries, failures (requests that spent all retries), prompts_too_long, truncated (completions that hit
         max_tokens instead of a stop id), seconds
         (wall time inside `answer`), requests_per_endpoint."""

@@ -356,12 +356,10 @@ def raw_outputs() -> list[str]:
 def write_generation_shard(config, texts: list[str], names: list[str] | None = None) -> Path:
     """The shard file the generation stage would write for these samples (its completion mark), built
     with the stage's own row builder; the stage run afterwards reuses it."""
-    from infra.stage_kit import fingerprint
     from infra.vllm_engines import Sample
-    from question_generate.generate import SHARDS_DIR, _question_row
+    from question_generate.generate import _question_row, shards_folder
 
-    work = Path(config.out_dir) / SHARDS_DIR
-    work /= fingerprint({**config.sampling_dict(), "num_shards": 1, "on_gpu": False})
+    work = shards_folder(config, num_shards=1, on_gpu=False)
     names = names or [f"normal{i}" for i in range(len(NORMAL))] + list(MALFORMED)
     rows = []
     for i, (name, text) in enumerate(zip(names, texts)):

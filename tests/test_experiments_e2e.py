@@ -23,7 +23,7 @@ import pytest
 
 from infra.stage_kit import read_jsonl, read_manifest
 from pipeline.config import load_pipeline_config
-from pipeline.driver import DEMO_PRESET, Driver, ensure_demo_model
+from pipeline.driver import DEMO_PRESET, Driver
 from pipeline.experiments import get_experiment
 from pipeline.planner import plan_devices
 from question_evaluate.filtering import REASONS
@@ -36,9 +36,10 @@ LABEL_DROPS = ("no_answer", "label_none")  # the paper profile's label drops
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def storage(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: str) -> Path:
     root = tmp_path_factory.mktemp("experiments")
-    ensure_demo_model(root)  # the demo's base model: writes parseable questions and boxed answers
+    # the demo's base model (writes parseable questions and boxed answers), built once per test run
+    (root / "tiny-qwen3-rzero").symlink_to(demo_model_dir, target_is_directory=True)
     return root
 
 

@@ -164,7 +164,7 @@ def test_two_endpoints_balance_and_fail_over_when_one_dies_mid_request(
         assert Counter(served) == {"server0": 3, "server1": 3}
 
         # Failover: the first request goes to server 0 (round-robin from the first endpoint).
-        client.reset_stats()
+        before = client.stats()
         outcome: dict[str, object] = {}
 
         def ask() -> None:
@@ -182,7 +182,7 @@ def test_two_endpoints_balance_and_fail_over_when_one_dies_mid_request(
         assert "error" not in outcome, outcome.get("error")
         assert outcome["answers"] == [["server1: sample 0"]] * 4  # every held request answered by server 1
         stats = client.stats()
-        assert stats["retries"] >= 1 and stats["failures"] == 0
+        assert stats["retries"] > before["retries"] and stats["failures"] == before["failures"]
         print(f"failover: {stats}")
 
         # The service sees the death: check_alive names the server, the watchdog has logged it.
