@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from local_http import serve
 
 from analysis.analyze import analyze_run
 from analysis.metrics import distinct_n, mean_pairwise_bleu, p_hat_histogram, question_stats
@@ -58,14 +58,8 @@ class _OracleHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def oracle_server() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _OracleHandler)  # port 0: a free port
-    httpd.requests, httpd.truth, httpd.fail = [], {}, False
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(_OracleHandler, requests=[], truth={}, fail=False) as httpd:
+        yield httpd
 
 
 # ------------------------------------------------------------------------- a finished run

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from local_http import serve
 
 from evaluation.judge import LLMJudge, apply_judge, judge_user_prompt, parse_verdict
 from evaluation.loaders import Item
@@ -52,14 +52,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)  # port 0: a free port
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(_ChatHandler, requests=[]) as httpd:
+        yield httpd
 
 
 def _url(httpd: ThreadingHTTPServer) -> str:
