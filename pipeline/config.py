@@ -71,6 +71,9 @@ class PipelineConfig:
     eval_max_model_len: int = 0  # engine context; 0: the model's
     eval_grader_workers: int = 0  # 0: every core but two (2 to 32; rewards.grader.default_grader_workers)
     seed: int = 0
+    # another run's folder: its finished stages that this run would launch with the very same settings
+    # are linked instead of run (pipeline/reuse.py; `main.sh ... --reuse-from RUN_DIR`)
+    reuse_from: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

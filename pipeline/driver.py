@@ -32,7 +32,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from evaluation.synthetic import make_problems, write_problems
 from infra.logs import setup_logging
@@ -56,6 +58,7 @@ from pipeline.launch import (
 )
 from pipeline.planner import DevicePlan, plan_for
 from pipeline.preflight import ACCEPT_FLAG, Preflight, accepted_record, preflight_run, run_record
+from pipeline.reuse import check_reuse_source, link_if_same
 from pipeline.summary import write_run_summary
 from verl.trainer.config import CONFIG_DIR, ConfigError
 from verl.utils.fs import atomic_write_json
@@ -111,6 +114,10 @@ class Driver:
         self.base_model, self.tag, self.pipe, self.plan, self.preset = base_model, tag, pipe, plan, preset
         self.run_dir = storage_root() / tag
         self.eval_files: dict[str, str] = {}  # benchmark -> file this run generated
+        # another run whose identical finished stages this run links instead of running (pipeline/reuse.py)
+        self.reuse_source = (
+            check_reuse_source(pipe.reuse_from, self.run_dir, base_model) if pipe.reuse_from else None
+        )
 
     def describe(self) -> str:
         return describe_run(self.base_model, self.tag, self.run_dir, self.pipe, self.plan)
@@ -137,7 +144,7 @@ class Driver:
         atomic_write_json(self.run_dir / "run.json", accepted_record(self.run_dir, self.record()))
         self._write_generated_benchmark()
         experiment = get_experiment(self.pipe.experiment)
-        self._evaluate(self.base_model, self.run_dir / "eval_base", "base")
+        self._evaluate(self.base_model, "eval_base", "base")
         for i in range(1, self.pipe.iterations + 1):
             try:
                 for step in experiment.iteration(i):
@@ -160,25 +167,46 @@ class Driver:
         """Build the stage's config from the step (models, input, options) and run it.
 
         Training stages keep the run's seed; sampling stages draw fresh samples every iteration."""
-        p, plan, out = self.pipe, self.plan, self.run_dir / step.out
+        p, plan = self.pipe, self.plan
         model = self._model(step.model)
         if step.stage == "evaluate":
-            self._evaluate(model, out, step.options.get("label", f"iter_{i}"))
+            self._evaluate(model, step.out, step.options.get("label", f"iter_{i}"))
             return
         if step.stage == "challenger":
             solver = self._model(step.solver)
-            config = challenger_config(p, plan, solver, model, out, p.seed, reward_overrides(step.options))
+            reward = reward_overrides(step.options)
+
+            def build(out: Path) -> Any:
+                return challenger_config(p, plan, solver, model, out, p.seed, reward)
+
         elif step.stage == "question_generate":
-            config = generate_config(p, plan, model, out, p.seed + i)
+
+            def build(out: Path) -> Any:
+                return generate_config(p, plan, model, out, p.seed + i)
+
         elif step.stage == "question_evaluate":
             questions = require_output(self.run_dir / step.data, "questions")
-            config = label_config(p, plan, model, questions, out, p.seed + i, step.options.get("band"))
+
+            def build(out: Path) -> Any:
+                return label_config(p, plan, model, questions, out, p.seed + i, step.options.get("band"))
+
         elif step.stage == "solver":
             dataset = require_output(self.run_dir / step.data, "dataset")
-            config = solver_config(p, plan, model, dataset, out, p.seed)
+
+            def build(out: Path) -> Any:
+                return solver_config(p, plan, model, dataset, out, p.seed)
+
         else:
             raise ValueError(f"the plan names an unknown stage '{step.stage}'")
-        run_stage(step.stage, out, config)
+        self._launch(step.stage, step.out, build)
+
+    def _launch(self, stage: str, rel: str, build: Callable[[Path], Any]) -> None:
+        """Run the stage in `run_dir/rel` (skipped when finished), unless `reuse_from` holds the very
+        stage this run would launch (pipeline/reuse.py): then that folder is linked here instead."""
+        if self.reuse_source is not None:
+            link_if_same(self.reuse_source, self.run_dir, rel, stage, build)
+        out = self.run_dir / rel
+        run_stage(stage, out, build(out))
 
     def _write_generated_benchmark(self) -> None:
         """The demo's benchmark: generated arithmetic word problems, written once into the run folder."""
@@ -188,16 +216,25 @@ class Driver:
         path = self.run_dir / "eval_data" / f"arithmetic_{n}_seed{self.pipe.seed}.jsonl"
         if not path.is_file():
             write_problems(path, make_problems(n, seed=self.pipe.seed))
+        if self.reuse_source is not None:
+            # the same problems in the other run's file: its evaluations were of this benchmark
+            other = self.reuse_source / "eval_data" / path.name
+            if other.is_file() and other.read_bytes() == path.read_bytes():
+                path = other
         self.eval_files[GENERATED_BENCHMARK] = str(path)
         logger.info(
             "evaluation: %d generated arithmetic problems in the %s slot: %s", n, GENERATED_BENCHMARK, path
         )
 
-    def _evaluate(self, model: str, out: Path, label: str) -> None:
+    def _evaluate(self, model: str, rel: str, label: str) -> None:
         if not self.pipe.evaluate:
             logger.info("evaluation of %s skipped (pipeline setting evaluate=false)", label)
             return
-        run_stage("evaluate", out, evaluate_config(self.pipe, model, out, label, self.eval_files, self.plan))
+
+        def build(out: Path) -> Any:
+            return evaluate_config(self.pipe, model, out, label, self.eval_files, self.plan)
+
+        self._launch("evaluate", rel, build)
 
 
 def _pipeline_sets(args: argparse.Namespace) -> list[str]:
@@ -212,6 +249,8 @@ def _pipeline_sets(args: argparse.Namespace) -> list[str]:
         sets.append(f"solver_gpus={args.solver_gpus}")
     if args.gpu_mem is not None:
         sets.append(f"gpu_mem_gib={args.gpu_mem}")
+    if args.reuse_from:
+        sets.append(f"reuse_from={args.reuse_from}")
     return sets
 
 
@@ -234,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the plan the iterations follow (pipeline/experiments.py; default rzero, the paper's loop)",
     )
     parser.add_argument("--preset", default=None, help=f"pipeline preset yaml (the demo uses {DEMO_PRESET})")
+    parser.add_argument(
+        "--reuse-from",
+        default=None,
+        metavar="RUN_DIR",
+        help="link another run's finished stages where this run would launch the very same stage "
+        "(same models, inputs, seeds, settings), e.g. an ablation's iteration-1 Challenger from the main run",
+    )
     parser.add_argument(
         "--solver-gpus", type=int, default=None, help="GPUs for the Solver servers (default half)"
     )
@@ -275,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_PREFLIGHT
-    driver = Driver(base, tag, pipe, plan, str(CONFIG_DIR.parent / preset) if preset else None)
+    try:
+        driver = Driver(base, tag, pipe, plan, str(CONFIG_DIR.parent / preset) if preset else None)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_PREFLIGHT
     checked = driver.preflight(args.accept_changed_settings, model_is_built=demo)
     if args.dry_run:
         return _dry_run(driver, checked)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,8 @@ def _read_stage(stage_dir: Path) -> dict[str, Any]:
     try:
         info["manifest"] = read_manifest(stage_dir)
         info["status"] = "done" if info["manifest"] else "unfinished"
+        if stage_dir.is_symlink():  # another run's stage, linked by `reuse_from` (pipeline/reuse.py)
+            info["status"] += f" (reused: {os.readlink(stage_dir)})"
     except (OSError, ValueError) as e:  # a hand-edited or foreign file: report it, keep summarising
         info["status"] = "unreadable"
         info["errors"].append(f"{MANIFEST}: {e}")

@@ -107,7 +107,8 @@ def compute_challenger_reward(
     **_: object,
 ) -> list[dict]:
     """Batch reward: `overall` plus `uncertainty` (the profile's term), `penalty`, `valid`, `p_hat`
-    and `m` (the answers p_hat is a share of) for logging. `penalty_weight` scales the penalty in
+    and `m` (the answers p_hat is a share of) for logging, and the parsed `question` and the Solver's
+    extracted `solver_answers` (None: no answer) for the rollout log. `penalty_weight` scales the penalty in
     `overall` (0: the no-penalty ablation); `penalty` is logged unscaled, as it would apply."""
     uncertainty(0.5, profile)  # an unknown profile fails before the Solver is asked anything
     if not solver_endpoints_file:
@@ -120,6 +121,7 @@ def compute_challenger_reward(
     valid_idx = [i for i, p in enumerate(parsed) if p.valid]
     p_hat = [0.0] * len(items)
     m = [0] * len(items)
+    answers: list[list] = [[] for _ in items]  # each valid question's extracted Solver answers
     t_parsed = t_answered = t_voted = time.perf_counter()
     if valid_idx:
         client = _solver_client(solver_endpoints_file, request_timeout_s, max_retries)
@@ -132,9 +134,10 @@ def compute_challenger_reward(
             max_tokens=solver_max_tokens,
         )
         t_answered = time.perf_counter()
-        answers = [[extract_answer(text, profile) for text in samples] for samples in completions]
+        for i, samples in zip(valid_idx, completions):
+            answers[i] = [extract_answer(text, profile) for text in samples]
         pool = get_default_pool(grader_workers or default_grader_workers(), backend=grader_backend(profile))
-        for i, result in zip(valid_idx, vote(answers, profile, pool, stage=REWARD)):
+        for i, result in zip(valid_idx, vote([answers[i] for i in valid_idx], profile, pool, stage=REWARD)):
             p_hat[i], m[i] = result.p_hat, result.n_counted
         t_voted = time.perf_counter()
     # An invalid output takes part in the clustering as an empty question (distance 1 to all), as
@@ -158,7 +161,12 @@ def compute_challenger_reward(
             "valid": float(ok),
             "p_hat": p,
             "m": float(n),
+            # not logged as metrics (not numbers); recorded per rollout with `trainer.log_rollouts`
+            "question": question,
+            "solver_answers": given,
             **timings,
         }
-        for score, ok, p, n, pen in zip(scores, valid, p_hat, m, penalty.tolist())
+        for score, ok, p, n, pen, question, given in zip(
+            scores, valid, p_hat, m, penalty.tolist(), questions, answers
+        )
     ]

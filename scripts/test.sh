@@ -2,6 +2,7 @@
 # The project's test command: set up .venv if needed, check style, run the whole test suite.
 #   bash scripts/test.sh                 # everything (what CI runs)
 #   bash scripts/test.sh -m "not slow"   # without the long end-to-end runs (still starts engines); any pytest arguments pass through
+#   RZERO_TEST_WORKERS=0 bash scripts/test.sh tests/test_x.py   # in one process (default: two)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,4 +19,10 @@ echo "== ruff"
 echo "== lint-imports (layering contracts in pyproject.toml)"
 "$ROOT/.venv/bin/lint-imports"
 echo "== pytest"
-"$PY" -m pytest --durations=25 "$@"  # the slowest tests, to keep the suite within its budget
+# Two processes, whole test files each, the longest files first (tests/conftest.py): most stages of the
+# end-to-end tests keep one core busy, so two share a 2-core machine well. RZERO_TEST_WORKERS=0: one
+# process (or pass -n 0). --durations: the slowest tests, to keep the suite within its budget.
+WORKERS="${RZERO_TEST_WORKERS:-2}"
+XDIST=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder)
+[ "$WORKERS" = 0 ] && XDIST=(-p no:xdist)
+"$PY" -m pytest "${XDIST[@]}" --durations=25 "$@"

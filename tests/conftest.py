@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +26,35 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder all test processes of this run share: under xdist (scripts/test.sh runs two) each
+    worker has its own base temp folder beside the others; alone, the run's own."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return root / name
+
+
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], str]) -> str:
+    """build(folder) once per test run, whichever worker asks first; the others wait for it (a file
+    lock), then reuse the folder (the builders write atomically and skip a finished folder)."""
+    from filelock import FileLock
+
+    folder = _shared_dir(tmp_path_factory, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        return build(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Folder of the tiny Qwen3 model + tokenizer (HF format), built once per test run."""
     from model_zoo.tiny import build_tiny_model
 
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-qwen3", seed=0))
+    def build(folder: Path) -> str:
+        path = folder / "tiny-qwen3"
+        return str(path if (path / "config.json").is_file() else build_tiny_model(path, seed=0))
+
+    return _built_once(tmp_path_factory, "tiny", build)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +63,23 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     (its Challenger writes parseable questions, its Solver boxed answers), as main.sh builds it."""
     from pipeline.driver import ensure_demo_model
 
-    return ensure_demo_model(tmp_path_factory.mktemp("demo"))
+    return _built_once(tmp_path_factory, "demo", ensure_demo_model)
+
+
+# The longest test files (minutes each on 2 cores), started first: scripts/test.sh hands whole files
+# to two xdist workers in collection order (--dist loadfile --no-loadscope-reorder), and the longest
+# first keeps one worker from finishing a long file alone at the end. Order only; nothing is skipped.
+LONGEST_FIRST = [
+    "test_main_demo.py",
+    "test_experiments_e2e.py",
+    "test_real_model.py",
+    "test_engine_e2e.py",
+    "test_processes.py",
+    "test_solver_service.py",
+    "test_supervised.py",
+    "test_eval_e2e.py",
+    "test_engine_oracle.py",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,6 +98,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     if config.getoption("--fault-matrix"):
         return
     skip = pytest.mark.skip(reason="the full fault-injection matrix runs with --fault-matrix")

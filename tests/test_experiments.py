@@ -242,3 +242,75 @@ def test_dry_run_prints_each_experiments_plan_on_8_gpus(tmp_path, monkeypatch, c
         in single
     )
     assert "solver            -> iter_2/solver            from iter_2/challenger" in single
+
+
+def _reusing(tmp_path: Path, tag: str, experiment: str, source: Path, monkeypatch, *sets: str) -> Path:
+    monkeypatch.setenv("STORAGE_PATH", str(tmp_path))
+    sets = (f"experiment={experiment}", "iterations=1", f"reuse_from={source}", *sets)
+    pipe = load_pipeline_config(None, list(sets))
+    driver = Driver(BASE, tag, pipe, plan_devices([], cpu_ranks=2), None)
+    driver.run()
+    return driver.run_dir
+
+
+def test_ablations_reuse_the_main_runs_identical_stages(tmp_path, monkeypatch, launches) -> None:
+    """`reuse_from`: a stage is linked, not run, exactly when the other run launched it with the same
+    settings; everything downstream of a stage that differs runs here."""
+    main_run = _run(tmp_path, "rzero", 1, monkeypatch)
+    launches.clear()
+    nf = _reusing(tmp_path, "nf", "no_filter", main_run, monkeypatch)
+    # no_filter: the same Challenger and questions; its own labelling (open band), Solver, evaluation
+    assert [s for s, _ in launches] == ["question_evaluate", "solver", "evaluate"]
+    for stage in ("challenger", "question_generate"):
+        assert (nf / "iter_1" / stage).is_symlink()
+        assert (nf / "iter_1" / stage).resolve() == (main_run / "iter_1" / stage).resolve()
+    assert (nf / "eval_base").resolve() == (main_run / "eval_base").resolve()  # the same base evaluation
+    labelling = launches[0][1]
+    assert labelling["band"] == [0.0, 1.0]
+    assert labelling["questions"] == str(main_run / "iter_1" / "question_generate" / "questions.jsonl")
+    assert "(reused: " in (nf / "summary.md").read_text()
+
+    launches.clear()
+    sm = _reusing(tmp_path, "sm", "single_model", main_run, monkeypatch)
+    # single_model, iteration 1: Challenger, questions and labels are rzero's; the Solver starts from
+    # the Challenger stage's output (M_1 = GRPO of Challenger_1), not from the base model
+    assert [s for s, _ in launches] == ["solver", "evaluate"]
+    assert all(
+        (sm / "iter_1" / s).is_symlink() for s in ("challenger", "question_generate", "question_evaluate")
+    )
+    assert launches[0][1]["model"] == _out(main_run, 1, "challenger")
+
+    launches.clear()
+    other = _reusing(tmp_path, "rc", "rzero", main_run, monkeypatch, "profile=rzero_code")
+    # another profile: every stage of the iteration runs; only the base model's evaluation, whose
+    # settings the profile does not touch, is the other run's
+    assert [s for s, _ in launches] == [
+        "challenger",
+        "question_generate",
+        "question_evaluate",
+        "solver",
+        "evaluate",
+    ]
+    assert [p.name for p in other.rglob("*") if p.is_symlink()] == ["eval_base"]
+
+
+def test_reuse_from_is_checked_before_anything_starts(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("STORAGE_PATH", str(tmp_path))
+    (tmp_path / "other").mkdir()
+    code = main(["/models/base", "t", "--reuse-from", str(tmp_path / "other"), "--dry-run"])
+    assert code == 2
+    (tmp_path / "other" / "run.json").write_text(json.dumps({"base_model": "/models/another"}))
+    with pytest.raises(ConfigError, match="ran on base model /models/another, this run on /models/base"):
+        Driver(
+            BASE,
+            "t",
+            load_pipeline_config(None, [f"reuse_from={tmp_path / 'other'}"]),
+            plan_devices([]),
+            None,
+        )
+    with pytest.raises(ConfigError, match="this run's own folder"):
+        (tmp_path / "t").mkdir()
+        (tmp_path / "t" / "run.json").write_text(json.dumps({"base_model": BASE}))
+        Driver(
+            BASE, "t", load_pipeline_config(None, [f"reuse_from={tmp_path / 't'}"]), plan_devices([]), None
+        )

@@ -1,5 +1,6 @@
 """`bash scripts/main.sh` end to end: the demo iteration on the embedded tiny model, killed with SIGKILL
-during question generation and rerun with the same command.
+during question generation and rerun with the same command; then two of the paper's ablations end to
+end on top of it, each reusing the demo run's stages that it would launch identically (`--reuse-from`).
 
 Checks: finished stages are skipped on the rerun, the interrupted stage restarts cleanly, the run
 leaves the new Solver's HF model, the filtered dataset, manifests and the summary; the base model and
@@ -7,6 +8,11 @@ the Solver are evaluated offline on the generated arithmetic benchmark, and the 
 the paper-format table and the iteration plot; the generated questions equal what an uninterrupted
 generation gives; the Solver servers of the Challenger stage are gone; a second
 `questioner_train.sh` on the finished stage does no training and exits 0.
+
+`no_filter` and `single_model` (the demo's preset and seed, evaluation included) link the demo run's
+iteration-1 Challenger and questions (single_model: and labels), which pipeline/reuse.py links only when
+the demo launched them with the very settings the ablation would; the stages that make each one that
+experiment run here. `pipeline.compare` then tables the three runs.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from infra.stage_kit import read_manifest
+from infra.stage_kit import read_jsonl, read_manifest
+from question_evaluate.filtering import REASONS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +47,17 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -> None:
+@dataclass(frozen=True)
+class Demo:
+    storage: Path
+    env: dict
+    rerun_log: str  # the rerun's stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_model_dir: str) -> Demo:
+    """The demo run, SIGKILLed during question generation and rerun with the same command."""
+    tmp_path = tmp_path_factory.mktemp("main_demo")
     env = {**os.environ, "STORAGE_PATH": str(tmp_path / "storage"), "RZERO_SKIP_SETUP": "1"}
     # The demo's base model, built once per test run (main.sh reuses a built one, as on a rerun).
     shutil.copytree(demo_model_dir, tmp_path / "storage" / "tiny-qwen3-rzero")
@@ -59,7 +77,15 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert read_manifest(run / "question_generate") is None
+    # 2. Rerun the same command: finished stages are skipped, the rest runs to the end.
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    return Demo(tmp_path / "storage", env, second.stderr)
 
+
+def test_demo_killed_mid_stage_then_rerun(demo: Demo) -> None:
+    tmp_path, env = demo.storage.parent, demo.env
+    run = demo.storage / "demo" / "iter_1"
     # The Challenger stage stopped exactly the Solver servers it started, and freed their ports.
     service = json.loads((run / "challenger" / "solver_endpoints.json").read_text())
     assert service["pids"] and not any(_pid_alive(pid) for pid in service["pids"])
@@ -70,10 +96,8 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -
             s.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
             s.listen()
 
-    # 2. Rerun the same command: finished stages are skipped, the rest runs to the end.
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500)
-    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-    assert f"challenger: {run / 'challenger'} is already done" in second.stderr  # the log is on stderr
+    # 2. The rerun skipped the finished stages and ran the rest to the end.
+    assert f"challenger: {run / 'challenger'} is already done" in demo.rerun_log  # the log is on stderr
     for stage in ("challenger", "question_generate", "question_evaluate", "solver"):
         assert read_manifest(run / stage) is not None, stage
     solver = read_manifest(run / "solver")
@@ -81,16 +105,16 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -
     labelled = read_manifest(run / "question_evaluate")
     dataset = Path(labelled["outputs"]["dataset"])
     assert dataset.is_file() and (run / "question_evaluate" / "p_hat_hist.png").is_file()
-    demo = tmp_path / "storage" / "demo"
-    summary = (demo / "summary.md").read_text()
+    run_dir = demo.storage / "demo"
+    summary = (run_dir / "summary.md").read_text()
     for stage in ("challenger", "question_generate", "question_evaluate", "solver", "evaluate"):
         assert f"| {stage} | done |" in summary, stage
 
     # Evaluation of the base model and the Solver on the generated benchmark (no hub), in the
     # paper's layout at the top of the summary, with the plot across iterations.
-    generated = list((demo / "eval_data").glob("arithmetic_*.jsonl"))
+    generated = list((run_dir / "eval_data").glob("arithmetic_*.jsonl"))
     assert len(generated) == 1 and len(generated[0].read_text().splitlines()) == 32
-    for folder, label in ((demo / "eval_base", "base"), (run / "evaluate", "iter_1")):
+    for folder, label in ((run_dir / "eval_base", "base"), (run / "evaluate", "iter_1")):
         results = json.loads((folder / "results.json").read_text())
         assert results["label"] == label and read_manifest(folder) is not None
         gsm8k = results["benchmarks"]["gsm8k"]
@@ -101,7 +125,7 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -
     assert "| base |" in table and "| iter_1 |" in table and "GSM8K" in table
     assert "generated arithmetic word problems" in table
     assert "![evaluation across iterations](plots/evaluation.png)" in table
-    assert (demo / "plots" / "evaluation.png").stat().st_size > 0
+    assert (run_dir / "plots" / "evaluation.png").stat().st_size > 0
 
     # 3. The restarted generation equals an uninterrupted one (seeded): same questions, same counts.
     from infra.stage_kit import read_stage_config
@@ -130,3 +154,93 @@ def test_demo_killed_mid_stage_then_rerun(tmp_path: Path, demo_model_dir: str) -
         timeout=300,
     )
     assert again.returncode == 0 and "is already done (manifest.json); skipping" in again.stderr
+
+
+LABEL_DROPS = ("no_answer", "label_none")  # the paper profile's label drops
+
+
+def _ablation(demo: Demo, experiment: str) -> Path:
+    """`main.sh BASE TAG --experiment NAME --preset demo --reuse-from <the demo run>`; the run folder."""
+    base = str(demo.storage / "tiny-qwen3-rzero")  # the demo's base model (its run.json names it so)
+    cmd = ["bash", str(ROOT / "scripts" / "main.sh"), base, experiment, "--experiment", experiment]
+    cmd += ["--preset", "configs/pipeline/demo.yaml", "--reuse-from", str(demo.storage / "demo")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=demo.env, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = demo.storage / experiment
+    assert json.loads((run / "run.json").read_text())["experiment"] == experiment
+    return run
+
+
+def _linked(run: Path, demo: Demo, folder: str) -> bool:
+    return (run / folder).is_symlink() and (run / folder).resolve() == (
+        demo.storage / "demo" / folder
+    ).resolve()
+
+
+def test_no_filter_end_to_end(demo: Demo) -> None:
+    run = _ablation(demo, "no_filter")
+    # the demo's Challenger and questions (launched identically), this run's labelling, Solver and evaluation
+    assert _linked(run, demo, "iter_1/challenger") and _linked(run, demo, "iter_1/question_generate")
+    assert _linked(run, demo, "eval_base")
+    for stage in ("question_evaluate", "solver", "evaluate"):
+        assert not (run / "iter_1" / stage).is_symlink() and read_manifest(run / "iter_1" / stage), stage
+    stage = run / "iter_1" / "question_evaluate"
+    stats = json.loads((stage / "filter_stats.json").read_text())
+    rows = read_jsonl(stage / "labelled.jsonl")
+    drops = {reason: sum(r["reason"] == reason for r in rows) for reason in REASONS}
+    # kept = labelled minus the label drops, whatever p̂
+    assert stats["band"] == [0.0, 1.0] and stats["valid"] == len(rows) > 0
+    assert stats["kept"] == len(rows) - sum(drops[r] for r in LABEL_DROPS) > 0
+    assert drops["p_below_band"] == drops["p_above_band"] == 0
+    assert all(r["kept"] == (r["reason"] is None) for r in rows)
+    demo_stats = json.loads(
+        (demo.storage / "demo" / "iter_1" / "question_evaluate" / "filter_stats.json").read_text()
+    )
+    outside = [r for r in rows if r["kept"] and not 0.25 <= r["p_hat"] <= 0.75]
+    assert stats["kept"] > demo_stats["kept"] and outside  # the band dropped these in the demo
+    solver = read_manifest(run / "iter_1" / "solver")
+    assert solver["inputs"]["dataset"] == read_manifest(stage)["outputs"]["dataset"]
+    summary = (run / "summary.md").read_text()
+    assert "- **experiment**: no_filter" in summary and "| challenger | done (reused: " in summary
+    print(f"no_filter: {stats['kept']} of {len(rows)} kept ({demo_stats['kept']} in the demo's band)")
+
+
+def test_single_model_end_to_end_and_the_ablation_table(demo: Demo) -> None:
+    run = _ablation(demo, "single_model")
+    demo_run = demo.storage / "demo" / "iter_1"
+    # iteration 1 of one model in both roles: Challenger_1 from M_0 against M_0 frozen, its questions
+    # labelled by M_0 (all three the demo's, launched identically); the Solver stage starts from the
+    # Challenger stage's output, and its output M_1 is what is evaluated
+    for stage in ("challenger", "question_generate", "question_evaluate"):
+        assert _linked(run, demo, f"iter_1/{stage}"), stage
+    challenger = read_manifest(demo_run / "challenger")
+    assert (
+        challenger["inputs"]["challenger_init"]
+        == challenger["inputs"]["solver_model"]
+        == str(demo.storage / "tiny-qwen3-rzero")
+    )
+    solver = read_manifest(run / "iter_1" / "solver")
+    assert not (run / "iter_1" / "solver").is_symlink()
+    assert solver["inputs"]["solver_init"] == challenger["outputs"]["model"]
+    assert read_manifest(demo_run / "solver")["inputs"]["solver_init"] == str(
+        demo.storage / "tiny-qwen3-rzero"
+    )
+    evaluated = json.loads((run / "iter_1" / "evaluate" / "stage_config.json").read_text())
+    assert evaluated["model"] == solver["outputs"]["model"]
+
+    # The ablation table of the three runs (pipeline.compare), one row per run and iteration.
+    proc = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "pipeline.compare",
+            str(demo.storage / "demo"),
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "single_model" in proc.stdout and "rzero" in proc.stdout

@@ -220,10 +220,11 @@ def test_solver_on_vllm_writes_every_output(tmp_path: Path, demo_model_dir: str)
         given = [a for a in row["answers"] if a is not None]
         if not given or not all(re.fullmatch(r"-?[1-9]\d*|0", a) for a in given):
             continue
-        counts = Counter(given).most_common()
-        if len(counts) > 1 and counts[0][1] == counts[1][1]:
-            continue  # a tie: which one wins is the voting rule's, not checked here
-        assert (row["label"], row["p_hat"]) == (counts[0][0], counts[0][1] / 4), row
+        counts = Counter(given)
+        top = max(counts.values())
+        # a tie: which of the tied answers wins is the voting rule's; it is one of them, with their share
+        assert row["label"] in {a for a, c in counts.items() if c == top}, row
+        assert row["p_hat"] == top / 4, row
         checked += 1
     assert checked >= 3, labelled
 

@@ -114,3 +114,30 @@ def test_a_result_without_overall_or_of_the_wrong_count_is_refused(tokenizer, tm
         manager = RewardManager(RewardConfig(reward_function=f"{fn_file}:{name}"), tokenizer.name_or_path)
         with pytest.raises(ValueError, match=message):
             manager.compute_reward(batch)
+
+
+def test_rollout_log_records_each_sample_with_its_reward(tokenizer, tmp_path: Path) -> None:
+    """`trainer.log_rollouts`: the batch names a file; the manager writes one line per sample with what
+    the function returned for it, non-numeric values included (not metrics), timings left out."""
+    import json
+
+    fn_file = tmp_path / "fn.py"
+    fn_file.write_text(
+        "def reward(items):\n"
+        "    return [{'overall': float(i), 'question': f'q{i}', 'answers': ['1', None], 'timing_s/x': 9.0}\n"
+        "            for i, _ in enumerate(items)]\n"
+    )
+    manager = RewardManager(RewardConfig(reward_function=f"{fn_file}:reward"), tokenizer.name_or_path)
+    batch = _rollout_batch(tokenizer, [tokenizer("7", add_special_tokens=False)["input_ids"]] * 4)
+    batch.non_tensor_batch["uid"] = batch.non_tensor_batch["index"].astype(str)
+    _, metrics = manager.compute_reward(batch)
+    assert "question" not in metrics and "answers" not in metrics
+    assert not (tmp_path / "rollouts").exists()  # no file named: nothing written
+    batch.meta_info["rollout_log"] = str(tmp_path / "rollouts" / "step_3.jsonl")
+    manager.compute_reward(batch)
+    rows = [json.loads(line) for line in (tmp_path / "rollouts" / "step_3.jsonl").read_text().splitlines()]
+    assert [r["overall"] for r in rows] == [0.0, 1.0, 2.0, 3.0]
+    assert [r["question"] for r in rows] == ["q0", "q1", "q2", "q3"] and rows[0]["answers"] == ["1", None]
+    assert [r["uid"] for r in rows] == ["0", "0", "1", "1"] and {r["response"] for r in rows} == {"7"}
+    assert [r["ground_truth"] for r in rows] == ["3 1 4", "3 1 4", "9", "9"]
+    assert all("Write digits" in r["prompt"] and "timing_s/x" not in r for r in rows)

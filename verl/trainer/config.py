@@ -185,6 +185,9 @@ class TrainerConfig:
     # tokens, as EasyR1's trainer does (verl/trainer/balance.py); it decides which rows share a
     # micro-batch. false: prompt order.
     balance_batch: bool = False
+    # Every rollout of each step with its reward, one json line per sample, in
+    # <output_dir>/rollouts/step_<k>.jsonl (written by the reward actor beside the log-prob passes).
+    log_rollouts: bool = False
 
 
 @dataclass

@@ -194,6 +194,8 @@ class RayPPOTrainer:
                 with timer("gen", timings):
                     batch = self.wg.generate_sequences(batch)
                 balance_metrics = self._balance_batch(batch)
+                if cfg.trainer.log_rollouts:  # written by the reward actor (verl/workers/reward/manager.py)
+                    batch.meta_info["rollout_log"] = str(self.output_dir / "rollouts" / f"step_{step}.jsonl")
                 reward_ref = self.reward_actor.compute_reward.remote(batch)  # runs during the log-prob passes
                 with timer("old_log_prob", timings):
                     batch.union(self.wg.compute_log_prob(batch))

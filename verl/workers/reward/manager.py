@@ -10,6 +10,12 @@ the last response token. The trainer runs this in a Ray CPU actor, concurrently 
 passes. A key with a "/" is logged under that name (not under `reward/`). The manager adds
 `timing_s/reward_decode` (detokenising the batch), `timing_s/reward_fn` (the reward function's call)
 and `perf/reward_actor_peak_rss_mib` (the actor process's peak RSS) to the metrics.
+
+When the batch's `meta_info["rollout_log"]` names a file (`trainer.log_rollouts`), the actor writes
+there one json line per sample: its `uid`, `prompt`, `response`, `ground_truth` and everything the
+reward function returned for it (non-numeric values too, e.g. the Challenger's parsed question and
+the Solver's answers), without the timings. It is written atomically, in the actor's process, while
+the log-prob passes run.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 
 from verl.protocol import DataProto
 from verl.trainer.config import RewardConfig
+from verl.utils.fs import atomic_write_jsonl
 from verl.utils.import_utils import load_function
 from verl.utils.process_memory import peak_rss_mib
 
@@ -108,7 +115,21 @@ class RewardManager:
             for key, value in result.items():
                 if isinstance(value, (int, float, bool, np.number)):
                     metrics[key].append(float(value))
+        if log_path := data.meta_info.get("rollout_log"):
+            write_rollout_log(log_path, items, results)
         metrics["timing_s/reward_decode"] = [t_decoded - t0]
         metrics["timing_s/reward_fn"] = [t_scored - t_decoded]
         metrics["perf/reward_actor_peak_rss_mib"] = [peak_rss_mib()["self"]]
         return reward, dict(metrics)
+
+
+def write_rollout_log(path: str | Path, items: list[dict], results: list) -> None:
+    """One json line per sample: what the policy wrote and the reward it got (see the module doc)."""
+    rows = []
+    for item, result in zip(items, results):
+        result = result if isinstance(result, dict) else {"overall": float(result)}
+        row = {key: item.get(key) for key in ("uid", "prompt", "response", "ground_truth")}
+        row.update({k: v for k, v in result.items() if not k.startswith("timing_s/")})
+        rows.append(row)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_jsonl(path, rows)
