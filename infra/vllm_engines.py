@@ -16,6 +16,7 @@ from typing import Any
 from infra.cpu_kvcache import ensure_cpu_kvcache_env
 from infra.devices import device_groups, parse_devices
 from verl.utils.device import set_cpu_env_defaults, vllm_dtype
+from verl.utils.seed_mode import resolve_seed_mode
 from verl.utils.stop_tokens import model_stop_token_ids
 from verl.utils.vllm_runner import apply_model_runner
 
@@ -125,16 +126,17 @@ def request_seed(seed: int, stream: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0]) & 0x7FFFFFFF
 
 
-def request_seeds(seed: int, stream: int, start: int, end: int, on_gpu: bool) -> list[int | None]:
-    """Sampling seeds of items [start, end): per request on CPU, none on GPU.
+def request_seeds(seed: int, stream: int, start: int, end: int, per_request: bool) -> list[int | None]:
+    """Sampling seeds of items [start, end): one per request, or none (`EngineOptions.seed_mode`).
 
-    On CPU each request carries `request_seed(seed, stream, i)`: the samples do not depend on
-    batching or shard count, and a resumed stage redraws exactly what it lost. On GPU a seeded
-    request makes vLLM V1 sample its rows one by one with their own generators (its slow path, the
-    same reason the rollout uses one seed per engine there); each engine is seeded instead
-    (`EngineSettings.seed`, seed + shard), which keeps a run reproducible for one device plan.
+    Per request (CPU's default) each request carries `request_seed(seed, stream, i)`: the samples do
+    not depend on batching or shard count, and a resumed stage redraws exactly what it lost. But a
+    seeded request makes vLLM V1 sample its rows one by one with their own generators (its slow
+    path, the same reason the rollout uses one seed per engine on GPU); per engine (GPU's default)
+    each engine is seeded instead (`EngineSettings.seed`, seed + shard), which keeps a run
+    reproducible for one device plan.
     """
-    if on_gpu:
+    if not per_request:
         return [None] * (end - start)
     return [request_seed(seed, stream, i) for i in range(start, end)]
 
@@ -217,6 +219,8 @@ class EngineOptions:
     isolate: run the engine in a subprocess even on CPU (always so with GPUs).
     cpu_shards: engines on CPU (each in its own process when > 1; the 8-GPU plan's shard count
         rehearsed without GPUs); ignored with GPUs (one engine per device group).
+    seed_mode: auto (per request on CPU, per engine on GPU), per_request or per_engine: how sampling
+        is seeded (`request_seeds`; the rehearsal takes the GPU's per_engine on CPU).
     """
 
     devices: list[str] | None = None
@@ -227,6 +231,12 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.85
     isolate: bool | None = None
     cpu_shards: int = 1
+    seed_mode: str = "auto"
+
+    def per_request_seeds(self) -> bool:
+        """Whether each request carries its own seed (`seed_mode` resolved for these devices)."""
+        on_gpu = self.groups()[0] is not None
+        return resolve_seed_mode(self.seed_mode, "cuda" if on_gpu else "cpu") == "per_request"
 
     def groups(self) -> list[str | None]:
         """CUDA_VISIBLE_DEVICES of each engine (`infra.devices.device_groups`); None per CPU engine."""
@@ -260,6 +270,13 @@ def add_engine_args(parser: Any) -> None:
     parser.add_argument("--enforce-eager", type=parse_bool, default=None, help="1/0 (default: 1 on CPU only)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--isolate", action="store_true", help="run the engine in a subprocess even on CPU")
+    parser.add_argument(
+        "--seed-mode",
+        default="auto",
+        choices=["auto", "per_request", "per_engine"],
+        help="sampling seeds: one per request (CPU's default: independent of batching and shards) or "
+        "one per engine (GPU's default: vLLM's fast sampler)",
+    )
 
 
 def engine_options_from_args(args: Any) -> EngineOptions:
@@ -271,6 +288,7 @@ def engine_options_from_args(args: Any) -> EngineOptions:
         enforce_eager=args.enforce_eager,
         gpu_memory_utilization=args.gpu_memory_utilization,
         isolate=args.isolate or None,
+        seed_mode=args.seed_mode,
     )
 
 

@@ -16,6 +16,7 @@ from pipeline.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 from rzero.profiles import PROFILES, get_profile
 from rzero.prompts import challenger_prompts
 from verl.trainer.config import CONFIG_DIR, ConfigError
+from verl.utils.seed_mode import SEED_MODES
 
 # The benchmark slot the generated arithmetic problems take (`eval_generated_items`).
 GENERATED_BENCHMARK = "gsm8k"
@@ -58,6 +59,9 @@ class PipelineConfig:
     cpu_challenger_ranks: int = 0  # training ranks of the Challenger stage (0: cpu_ranks)
     cpu_solver_servers: int = 1  # Solver servers of the Challenger stage
     cpu_shards: int = 1  # engines of generation, labelling and evaluation (> 1: one process each)
+    # how generation and labelling seed their sampling: auto (one seed per request on CPU, exact
+    # resumes; one per engine on GPU, vLLM's fast sampler), per_request or per_engine
+    engine_seed_mode: str = "auto"
     gpu_mem_gib: float = 0.0  # GPU memory for the dry run's memory plan (0: nvidia-smi's)
     # evaluation of each new Solver (and the base model once)
     evaluate: bool = True
@@ -119,6 +123,8 @@ def load_pipeline_config(preset: str | None = None, sets: list[str] | None = Non
             "cpu_ranks, cpu_solver_servers and cpu_shards must be >= 1, cpu_challenger_ranks >= 0 "
             "(0: cpu_ranks)"
         )
+    if cfg.engine_seed_mode not in SEED_MODES:
+        raise ConfigError(f"engine_seed_mode='{cfg.engine_seed_mode}': use one of {', '.join(SEED_MODES)}")
     if cfg.eval_generated_items < 0 or cfg.eval_max_tokens < 0 or cfg.eval_max_model_len < 0:
         raise ConfigError("eval_generated_items, eval_max_tokens and eval_max_model_len must be >= 0")
     cfg.engine_configs = [

@@ -216,7 +216,10 @@ def generate_config(
 ) -> GenerateConfig:
     # Prompt + answer room for the engine.
     engine = EngineOptions(
-        devices=list(plan.devices), max_model_len=pipe.gen_max_tokens + 1024, cpu_shards=plan.engine_shards
+        devices=list(plan.devices),
+        max_model_len=pipe.gen_max_tokens + 1024,
+        cpu_shards=plan.engine_shards,
+        seed_mode=pipe.engine_seed_mode,
     )
     return GenerateConfig(
         model=challenger,
@@ -248,6 +251,7 @@ def label_config(
         devices=list(plan.devices),
         max_model_len=pipe.gen_max_tokens + 512 + pipe.label_max_tokens,
         cpu_shards=plan.engine_shards,
+        seed_mode=pipe.engine_seed_mode,
     )
     return LabelConfig(
         solver=solver,

@@ -64,7 +64,7 @@ def _answer_shard(spec: dict, shard: int) -> None:
     engine = EngineSettings(**{**spec["engine"], "seed": spec["engine"]["seed"] + shard})
     tokenizer = load_tokenizer(engine.model)
     prompt_ids = solver_prompt_ids(tokenizer, questions[start:end])
-    seeds = request_seeds(spec["seed"], ANSWER_SEED_STREAM, start, end, spec["on_gpu"])
+    seeds = request_seeds(spec["seed"], ANSWER_SEED_STREAM, start, end, spec["per_request_seeds"])
     llm = make_llm(engine, spec["on_gpu"])
     t_ready = time.perf_counter()
     settings = SamplingSettings(
@@ -126,21 +126,23 @@ def solver_answers(
     n = len(groups)
     settings: EngineSettings = engine.settings(solver_model, sampling.seed)
     questions_hash = hashlib.sha256("\x00".join(questions).encode()).hexdigest()
-    work_dir = work_root / fingerprint(
-        {
-            **asdict(sampling),
-            **asdict(settings),
-            "questions": questions_hash,
-            "num_shards": n,
-            "on_gpu": on_gpu,
-        }
-    )
+    decided = {
+        **asdict(sampling),
+        **asdict(settings),
+        "questions": questions_hash,
+        "num_shards": n,
+        "on_gpu": on_gpu,
+    }
+    if not engine.per_request_seeds():  # (the default's name is unchanged: earlier shards count)
+        decided["seeds"] = "per_engine"
+    work_dir = work_root / fingerprint(decided)
     work_dir.mkdir(parents=True, exist_ok=True)
     shard_files = [work_dir / f"answers-{k:05d}-of-{n:05d}.jsonl" for k in range(n)]
     spec = {
         **asdict(sampling),
         "engine": asdict(settings),
         "on_gpu": on_gpu,
+        "per_request_seeds": engine.per_request_seeds(),
         "questions": questions,
         "shard_files": [str(p) for p in shard_files],
     }

@@ -104,7 +104,7 @@ def _generate_shard(spec: dict, shard: int) -> None:
     engine = EngineSettings(**{**spec["engine"], "seed": spec["engine"]["seed"] + shard})
     tokenizer = load_tokenizer(engine.model)
     prompt_ids = challenger_prompt_ids(tokenizer, spec, start, end)
-    seeds = request_seeds(spec["seed"], GENERATE_SEED_STREAM, start, end, spec["on_gpu"])
+    seeds = request_seeds(spec["seed"], GENERATE_SEED_STREAM, start, end, spec["per_request_seeds"])
     llm = make_llm(engine, spec["on_gpu"])
     t_ready = time.perf_counter()
     settings = SamplingSettings(
@@ -186,13 +186,16 @@ def invalid_reason(row: dict) -> str | None:
 
 def shards_folder(config: GenerateConfig, num_shards: int, on_gpu: bool) -> Path:
     """The folder of `config`'s shards, named by everything that decides the samples (sampling,
-    prompts, shard count, device), so a re-run with other settings never picks up stale shards."""
+    prompts, shard count, device, seeding), so a re-run with other settings never picks up stale
+    shards."""
     decided = {
         **config.sampling_dict(),
         **prompt_settings(config),
         "num_shards": num_shards,
         "on_gpu": on_gpu,
     }
+    if not config.engine.per_request_seeds():  # (the default's name is unchanged: earlier shards count)
+        decided["seeds"] = "per_engine"
     return Path(config.out_dir) / SHARDS_DIR / fingerprint(decided)
 
 
@@ -221,6 +224,7 @@ def generate_questions(config: GenerateConfig) -> dict:
         **recorded,
         "engine": asdict(config.engine.settings(config.model, config.seed)),
         "on_gpu": on_gpu,
+        "per_request_seeds": config.engine.per_request_seeds(),
         **prompts,
         "shard_files": [str(p) for p in shard_files],
     }

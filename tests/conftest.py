@@ -71,6 +71,7 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 # first keeps one worker from finishing a long file alone at the end. Order only; nothing is skipped.
 LONGEST_FIRST = [
     "test_main_demo.py",
+    "test_rehearsal.py",
     "test_experiments_e2e.py",
     "test_real_model.py",
     "test_engine_e2e.py",

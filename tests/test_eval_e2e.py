@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from local_http import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 # No --max-tokens: the runner's default budgets (4096 math, 8192 general) reach the engine, and the
@@ -235,22 +235,14 @@ def test_rerun_reuses_responses_without_starting_an_engine(
             row["responses"] = known
         _write_jsonl(path, rows)
     _JudgeSaysYes.received = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JudgeSaysYes)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    argv = [
-        "--model", tiny_model_dir, "--benchmarks", "amc23,mmlu_pro", "--out", str(second), "--offline",
-        "--data-dir", fixture_data["data_dir"], "--data", f"mmlu_pro={fixture_data['mmlu_pro']}",
-        "--fields", "mmlu_pro:question=stem", *GEN_ARGS,
-        "--judge-url", f"http://127.0.0.1:{httpd.server_address[1]}/v1", "--judge-model", "judge",
-    ]  # fmt: skip
-    try:
-        with caplog.at_level("INFO", logger="evaluation.runner"):
-            assert cli_main(argv) == 0
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve(_JudgeSaysYes) as httpd, caplog.at_level("INFO", logger="evaluation.runner"):
+        argv = [
+            "--model", tiny_model_dir, "--benchmarks", "amc23,mmlu_pro", "--out", str(second), "--offline",
+            "--data-dir", fixture_data["data_dir"], "--data", f"mmlu_pro={fixture_data['mmlu_pro']}",
+            "--fields", "mmlu_pro:question=stem", *GEN_ARGS,
+            "--judge-url", f"http://127.0.0.1:{httpd.server_address[1]}/v1", "--judge-model", "judge",
+        ]  # fmt: skip
+        assert cli_main(argv) == 0
     assert sum("reusing" in r.getMessage() for r in caplog.records) == 2
     again = json.loads((second / "results.json").read_text())
     assert all(again["benchmarks"][n]["reused_responses"] for n in ("amc23", "mmlu_pro"))

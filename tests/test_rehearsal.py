@@ -9,7 +9,6 @@ the report's tables and the shapes recorded by the run's own files.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,20 +104,12 @@ def test_packed_sdpa_micro_batches_stay_small(tiny_model_dir: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("RZERO_REHEARSAL"),
-    reason="opt-in (RZERO_REHEARSAL=1): about 7 min of a 2-core machine plus 1.5 min for the demo "
-    "model, beyond the CI budget",
-)
-def test_quarter_rehearsal_runs_and_reports_the_shapes(tmp_path: Path) -> None:
+def test_quarter_rehearsal_runs_and_reports_the_shapes(tmp_path: Path, demo_model_dir: str) -> None:
     """scripts/rehearse.sh --scale quarter's python entry, end to end on the tiny model (its demo
     build, which writes parseable questions), then the shapes from the run's own files."""
+    cmd = [sys.executable, "-m", "pipeline.rehearsal", "run", "--scale", "quarter", "--out", str(tmp_path)]
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.rehearsal", "run", "--scale", "quarter", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+        [*cmd, "--model", demo_model_dir], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     run = tmp_path / "rehearsal_quarter"
@@ -143,6 +134,10 @@ def test_quarter_rehearsal_runs_and_reports_the_shapes(tmp_path: Path) -> None:
     assert len(generated["peak_rss_mib"]["shards"]) == 2
     stats = json.loads((run / "iter_1" / "question_evaluate" / "filter_stats.json").read_text())
     assert stats["votes"] == 10 and stats["solver_sampling"]["shards"] == 2
+    # sampled as on the GPUs: one seed per engine, not one per request (vLLM's fast sampler)
+    for stage in ("question_generate", "question_evaluate"):
+        recorded = json.loads((run / "iter_1" / stage / "stage_config.json").read_text())
+        assert recorded["engine"]["seed_mode"] == "per_engine", stage
     assert stats["answers"]["total"] == 10 * stats["valid"]
     labelled = json.loads((run / "iter_1" / "question_evaluate" / "manifest.json").read_text())
     assert {"answers", "voting", "outputs"} <= set(labelled["timings_s"])

@@ -9,13 +9,13 @@ Challenger stage test).
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_http import serve
 
 from rewards import challenger_reward
 from rewards.answer_parsing import ParsedQuestion, parse_challenger_output
@@ -85,24 +85,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def scripted_solver(tmp_path: Path, tiny_model_dir: str):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)  # port 0: a free port
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoints = tmp_path / "endpoints.json"
-    endpoints.write_text(
-        json.dumps(
-            {
-                "endpoints": [f"http://127.0.0.1:{server.server_address[1]}"],
-                "model_name": "scripted",
-                "model": tiny_model_dir,
-                "max_model_len": 4096,
-            }
-        )
-    )
-    challenger_reward._clients.clear()
-    yield server, str(endpoints)
-    server.shutdown()
-    server.server_close()
+    with serve(_Handler) as server:  # loopback, a free port
+        endpoints = tmp_path / "endpoints.json"
+        info = {
+            "endpoints": [f"http://127.0.0.1:{server.server_address[1]}"],
+            "model_name": "scripted",
+            "model": tiny_model_dir,
+            "max_model_len": 4096,
+        }
+        endpoints.write_text(json.dumps(info))
+        challenger_reward._clients.clear()
+        yield server, str(endpoints)
     challenger_reward._clients.clear()
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from local_http import serve
 
 from evaluation.judge import MAX_REPLY_BYTES, LLMJudge, check_judge_url, redact_url
 from question_evaluate.hub import resolve_hub_credentials
@@ -100,20 +101,15 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-def _start(redirect_to: str | None = None, huge: bool = False) -> ThreadingHTTPServer:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)  # port 0: a free port
-    httpd.auth, httpd.redirect_to, httpd.huge = [], redirect_to, huge
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
-
-
 @pytest.fixture
-def servers() -> Iterator[list[ThreadingHTTPServer]]:
-    started: list[ThreadingHTTPServer] = []
-    yield started
-    for httpd in started:
-        httpd.shutdown()
-        httpd.server_close()
+def start() -> Iterator[Callable[..., ThreadingHTTPServer]]:
+    """start(redirect_to=None, huge=False): a recording server on loopback, stopped after the test."""
+    with ExitStack() as stack:
+
+        def _start(redirect_to: str | None = None, huge: bool = False) -> ThreadingHTTPServer:
+            return stack.enter_context(serve(_Recorder, auth=[], redirect_to=redirect_to, huge=huge))
+
+        yield _start
 
 
 def _base(httpd: ThreadingHTTPServer) -> str:
@@ -121,13 +117,11 @@ def _base(httpd: ThreadingHTTPServer) -> str:
 
 
 def test_the_key_does_not_follow_a_redirect_to_another_host(
-    servers: list[ThreadingHTTPServer], caplog: pytest.LogCaptureFixture
+    start: Callable[..., ThreadingHTTPServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    other = _start()
-    servers.append(other)
+    other = start()
     # Another origin (here another port; any other host or scheme is refused the same way).
-    redirecting = _start(redirect_to=f"http://localhost:{other.server_address[1]}/steal")
-    servers.append(redirecting)
+    redirecting = start(redirect_to=f"http://localhost:{other.server_address[1]}/steal")
     judge = LLMJudge(_base(redirecting), "m", api_key="secret-key", retries=2)
     assert judge.verdicts([("q", "1", "2")]) == [None]
     assert redirecting.auth == ["Bearer secret-key"]  # asked once: a refusal is not retried
@@ -135,9 +129,8 @@ def test_the_key_does_not_follow_a_redirect_to_another_host(
     assert judge.failures == 1 and "redirected" in caplog.text
 
 
-def test_a_huge_reply_is_refused(servers: list[ThreadingHTTPServer]) -> None:
-    huge = _start(huge=True)
-    servers.append(huge)
+def test_a_huge_reply_is_refused(start: Callable[..., ThreadingHTTPServer]) -> None:
+    huge = start(huge=True)
     judge = LLMJudge(_base(huge), "m", retries=2)
     assert judge.verdicts([("q", "1", "2")]) == [None]
     assert len(huge.auth) == 1 and judge.failures == 1

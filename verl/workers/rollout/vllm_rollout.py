@@ -30,6 +30,7 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.config import RolloutConfig
 from verl.utils.device import vllm_dtype
+from verl.utils.seed_mode import resolve_seed_mode
 from verl.utils.vllm_runner import apply_model_runner
 
 SLEEP_TAGS = ("weights", "kv_cache")
@@ -45,21 +46,6 @@ def pad_2d(rows: list[list[int]], pad_id: int, length: int, left: bool = False) 
         elif row:
             out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
     return out
-
-
-def resolve_seed_mode(mode: str, device: str) -> str:
-    """'per_request' or 'per_engine' ('auto': per-request on CPU, per-engine on GPU).
-
-    Per-request seeds make every prompt's samples independent of the batch it lands in (a resumed
-    run regenerates exactly the same responses), but vLLM 0.32 then samples top-p/top-k with its
-    Python-loop fallback (`v1/sample/ops/topk_topp_sampler.py`: per-request generators are not
-    supported by the fast kernels). On GPU each engine gets its own seed instead.
-    """
-    if mode == "auto":
-        return "per_request" if device == "cpu" else "per_engine"
-    if mode not in ("per_request", "per_engine"):
-        raise ValueError(f"worker.rollout.seed_mode='{mode}': use auto, per_request or per_engine")
-    return mode
 
 
 class VLLMRollout:
