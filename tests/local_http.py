@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @contextmanager
@@ -22,3 +24,16 @@ def serve(handler: type[BaseHTTPRequestHandler], **state: object) -> Iterator[Th
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+def solver_endpoints_file(server: ThreadingHTTPServer, path: Path, tokenizer: str, max_model_len: int) -> str:
+    """The Solver service's endpoints file (what the Challenger reward reads) naming `server` as the
+    one Solver, "scripted", with `tokenizer`'s tokenizer; returns its path."""
+    info = {
+        "endpoints": [f"http://127.0.0.1:{server.server_address[1]}"],
+        "model_name": "scripted",
+        "model": tokenizer,
+        "max_model_len": max_model_len,
+    }
+    path.write_text(json.dumps(info))
+    return str(path)

@@ -38,7 +38,7 @@ from fault_kit import (
     wait_for,
     write_generation_shard,
 )
-from local_http import serve
+from local_http import serve, solver_endpoints_file
 
 from infra.stage_kit import read_jsonl, read_manifest, write_stage_config
 from infra.vllm_engines import EngineOptions
@@ -84,16 +84,9 @@ def any_question_solver(tmp_path: Path, tiny_model_dir: str):
 
     _AnyQuestion.received = []
     with serve(_AnyQuestion) as server:  # loopback, a free port
-        endpoints = tmp_path / "endpoints.json"
-        info = {
-            "endpoints": [f"http://127.0.0.1:{server.server_address[1]}"],
-            "model_name": "scripted",
-            "model": tiny_model_dir,
-            "max_model_len": 1024,
-        }
-        endpoints.write_text(json.dumps(info))
+        endpoints = solver_endpoints_file(server, tmp_path / "endpoints.json", tiny_model_dir, 1024)
         challenger_reward._clients.clear()
-        yield str(endpoints)
+        yield endpoints
     challenger_reward._clients.clear()
 
 

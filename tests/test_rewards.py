@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from local_http import serve
+from local_http import serve, solver_endpoints_file
 
 from rewards import challenger_reward
 from rewards.answer_parsing import ParsedQuestion, parse_challenger_output
@@ -86,16 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def scripted_solver(tmp_path: Path, tiny_model_dir: str):
     with serve(_Handler) as server:  # loopback, a free port
-        endpoints = tmp_path / "endpoints.json"
-        info = {
-            "endpoints": [f"http://127.0.0.1:{server.server_address[1]}"],
-            "model_name": "scripted",
-            "model": tiny_model_dir,
-            "max_model_len": 4096,
-        }
-        endpoints.write_text(json.dumps(info))
+        endpoints = solver_endpoints_file(server, tmp_path / "endpoints.json", tiny_model_dir, 4096)
         challenger_reward._clients.clear()
-        yield server, str(endpoints)
+        yield server, endpoints
     challenger_reward._clients.clear()
 
 
