@@ -7,8 +7,9 @@ demo scale (the demo's preset: 32 questions, evaluation off), the tiny model tau
   wrote, the Solver's answers, the reward): each reward equals its uncertainty term, recomputed here
   from p̂ (and p̂ from the answers where they are plain integers), while the penalty that would have
   applied is logged and non-zero; the rest of the iteration runs on its questions.
-no_filter and single_model run in tests/test_main_demo.py on top of the demo run (they reuse its
-stages); the model chains of all experiments over several iterations are in tests/test_experiments.py.
+single_model runs in tests/test_main_demo.py on top of the demo run (it reuses its stages), no_filter
+as the quarter rehearsal (tests/test_rehearsal.py); the model chains of all experiments over several
+iterations are in tests/test_experiments.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`bash scripts/main.sh` end to end: the demo iteration on the embedded tiny model, killed with SIGKILL
-during question generation and rerun with the same command; then two of the paper's ablations end to
-end on top of it, each reusing the demo run's stages that it would launch identically (`--reuse-from`).
+during question generation and rerun with the same command; then the `single_model` experiment end
+to end on top of it, reusing the demo run's stages that it would launch identically (`--reuse-from`).
 
 Checks: finished stages are skipped on the rerun, the interrupted stage restarts cleanly, the run
 leaves the new Solver's HF model, the filtered dataset, manifests and the summary; the base model and
@@ -9,10 +9,11 @@ the paper-format table and the iteration plot; the generated questions equal wha
 generation gives; the Solver servers of the Challenger stage are gone; a second
 `questioner_train.sh` on the finished stage does no training and exits 0.
 
-`no_filter` and `single_model` (the demo's preset and seed, evaluation included) link the demo run's
-iteration-1 Challenger and questions (single_model: and labels), which pipeline/reuse.py links only when
-the demo launched them with the very settings the ablation would; the stages that make each one that
-experiment run here. `pipeline.compare` then tables the three runs.
+`single_model` (the demo's preset and seed, evaluation included) links the demo run's iteration-1
+Challenger, questions and labels, which pipeline/reuse.py links only when the demo launched them with
+the very settings the experiment would; its own Solver stage (from the Challenger's output) and
+evaluation run here. `pipeline.compare` then tables the two runs. (`no_filter` runs end to end as the
+quarter rehearsal, tests/test_rehearsal.py.)
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stage_kit import read_jsonl, read_manifest
-from question_evaluate.filtering import REASONS
+from infra.stage_kit import read_manifest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,9 +156,6 @@ def test_demo_killed_mid_stage_then_rerun(demo: Demo) -> None:
     assert again.returncode == 0 and "is already done (manifest.json); skipping" in again.stderr
 
 
-LABEL_DROPS = ("no_answer", "label_none")  # the paper profile's label drops
-
-
 def _ablation(demo: Demo, experiment: str) -> Path:
     """`main.sh BASE TAG --experiment NAME --preset demo --reuse-from <the demo run>`; the run folder."""
     base = str(demo.storage / "tiny-qwen3-rzero")  # the demo's base model (its run.json names it so)
@@ -175,34 +172,6 @@ def _linked(run: Path, demo: Demo, folder: str) -> bool:
     return (run / folder).is_symlink() and (run / folder).resolve() == (
         demo.storage / "demo" / folder
     ).resolve()
-
-
-def test_no_filter_end_to_end(demo: Demo) -> None:
-    run = _ablation(demo, "no_filter")
-    # the demo's Challenger and questions (launched identically), this run's labelling, Solver and evaluation
-    assert _linked(run, demo, "iter_1/challenger") and _linked(run, demo, "iter_1/question_generate")
-    assert _linked(run, demo, "eval_base")
-    for stage in ("question_evaluate", "solver", "evaluate"):
-        assert not (run / "iter_1" / stage).is_symlink() and read_manifest(run / "iter_1" / stage), stage
-    stage = run / "iter_1" / "question_evaluate"
-    stats = json.loads((stage / "filter_stats.json").read_text())
-    rows = read_jsonl(stage / "labelled.jsonl")
-    drops = {reason: sum(r["reason"] == reason for r in rows) for reason in REASONS}
-    # kept = labelled minus the label drops, whatever p̂
-    assert stats["band"] == [0.0, 1.0] and stats["valid"] == len(rows) > 0
-    assert stats["kept"] == len(rows) - sum(drops[r] for r in LABEL_DROPS) > 0
-    assert drops["p_below_band"] == drops["p_above_band"] == 0
-    assert all(r["kept"] == (r["reason"] is None) for r in rows)
-    demo_stats = json.loads(
-        (demo.storage / "demo" / "iter_1" / "question_evaluate" / "filter_stats.json").read_text()
-    )
-    outside = [r for r in rows if r["kept"] and not 0.25 <= r["p_hat"] <= 0.75]
-    assert stats["kept"] > demo_stats["kept"] and outside  # the band dropped these in the demo
-    solver = read_manifest(run / "iter_1" / "solver")
-    assert solver["inputs"]["dataset"] == read_manifest(stage)["outputs"]["dataset"]
-    summary = (run / "summary.md").read_text()
-    assert "- **experiment**: no_filter" in summary and "| challenger | done (reused: " in summary
-    print(f"no_filter: {stats['kept']} of {len(rows)} kept ({demo_stats['kept']} in the demo's band)")
 
 
 def test_single_model_end_to_end_and_the_ablation_table(demo: Demo) -> None:

@@ -2,8 +2,9 @@
 
 Unit tests: the presets give the plan's shapes to every stage launch (the driver's own config
 builders), and the CPU knobs they need (Challenger ranks, Solver servers, engine shards) reach the
-stage objects. The slow test runs the quarter scale end to end (tiny model, every stage) and checks
-the report's tables and the shapes recorded by the run's own files.
+stage objects. The slow test runs the quarter scale end to end (tiny model, every stage; the experiment no_filter,
+whose property it checks: kept = labelled minus the label drops) and checks the report's tables and
+the shapes recorded by the run's own files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from engine_batches import random_batch
 from pipeline.config import load_pipeline_config
 from pipeline.launch import challenger_config, evaluate_config, generate_config, label_config, solver_config
 from pipeline.planner import plan_for
+from question_evaluate.filtering import REASONS
 from solver_service.server import SolverService
 from training.common import build_engine_config
 from verl.trainer.config import ActorConfig, AlgorithmConfig, ConfigError
@@ -134,6 +136,15 @@ def test_quarter_rehearsal_runs_and_reports_the_shapes(tmp_path: Path, demo_mode
     assert len(generated["peak_rss_mib"]["shards"]) == 2
     stats = json.loads((run / "iter_1" / "question_evaluate" / "filter_stats.json").read_text())
     assert stats["votes"] == 10 and stats["solver_sampling"]["shards"] == 2
+    # The experiment the rehearsal runs, no_filter: kept = labelled minus the label drops, whatever p̂.
+    rows = [json.loads(line) for line in (run / "iter_1" / "question_evaluate" / "labelled.jsonl").open()]
+    drops = {reason: sum(r["reason"] == reason for r in rows) for reason in REASONS}
+    assert stats["band"] == [0.0, 1.0] and stats["valid"] == len(rows) > 0
+    assert stats["kept"] == len(rows) - drops["no_answer"] - drops["label_none"]  # the paper's label drops
+    assert drops["p_below_band"] == drops["p_above_band"] == 0
+    assert all(r["kept"] == (r["reason"] is None) for r in rows)
+    assert [r for r in rows if r["kept"] and not 0.25 <= r["p_hat"] <= 0.75]  # the paper's band drops these
+    assert "- **experiment**: no_filter" in (run / "summary.md").read_text()
     # sampled as on the GPUs: one seed per engine, not one per request (vLLM's fast sampler)
     for stage in ("question_generate", "question_evaluate"):
         recorded = json.loads((run / "iter_1" / stage / "stage_config.json").read_text())
