@@ -238,6 +238,11 @@ class EngineOptions:
         on_gpu = self.groups()[0] is not None
         return resolve_seed_mode(self.seed_mode, "cuda" if on_gpu else "cpu") == "per_request"
 
+    def seeding_key(self) -> dict[str, str]:
+        """What the seeding adds to a shard folder's fingerprint: nothing for per-request seeds (so the
+        folders of runs before `seed_mode` existed keep their names and still resume)."""
+        return {} if self.per_request_seeds() else {"seeds": "per_engine"}
+
     def groups(self) -> list[str | None]:
         """CUDA_VISIBLE_DEVICES of each engine (`infra.devices.device_groups`); None per CPU engine."""
         groups = device_groups(self.devices, self.tensor_parallel_size)

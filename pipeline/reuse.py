@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from infra.stage_kit import read_manifest, read_stage_config
+from pipeline.launch import STAGE_CONFIG  # the launcher's record of a stage's settings
 from verl.trainer.config import ConfigError
 
 logger = logging.getLogger("driver")
-
-STAGE_CONFIG = "stage_config.json"  # the launcher's record of a stage's settings (pipeline.launch)
 
 
 def canonical(value: Any) -> Any:

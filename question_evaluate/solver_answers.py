@@ -132,9 +132,8 @@ def solver_answers(
         "questions": questions_hash,
         "num_shards": n,
         "on_gpu": on_gpu,
+        **engine.seeding_key(),
     }
-    if not engine.per_request_seeds():  # (the default's name is unchanged: earlier shards count)
-        decided["seeds"] = "per_engine"
     work_dir = work_root / fingerprint(decided)
     work_dir.mkdir(parents=True, exist_ok=True)
     shard_files = [work_dir / f"answers-{k:05d}-of-{n:05d}.jsonl" for k in range(n)]

@@ -193,9 +193,8 @@ def shards_folder(config: GenerateConfig, num_shards: int, on_gpu: bool) -> Path
         **prompt_settings(config),
         "num_shards": num_shards,
         "on_gpu": on_gpu,
+        **config.engine.seeding_key(),
     }
-    if not config.engine.per_request_seeds():  # (the default's name is unchanged: earlier shards count)
-        decided["seeds"] = "per_engine"
     return Path(config.out_dir) / SHARDS_DIR / fingerprint(decided)
 
 

@@ -29,6 +29,8 @@ def test_request_seeds_per_device_and_mode() -> None:
     assert cpu.per_request_seeds() and not gpu.per_request_seeds()  # auto
     assert not EngineOptions(devices=[], seed_mode="per_engine").per_request_seeds()
     assert EngineOptions(devices=["0"], seed_mode="per_request").per_request_seeds()
+    # shard folders: a per-engine run's are named apart; a per-request run's keep their old names
+    assert cpu.seeding_key() == {} and gpu.seeding_key() == {"seeds": "per_engine"}
     with pytest.raises(ValueError, match="seed_mode='sometimes'"):
         EngineOptions(devices=[], seed_mode="sometimes").per_request_seeds()
 
