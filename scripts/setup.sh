@@ -15,6 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
+UV_VERSION=0.13.9  # the installer bootstrapped for the CPU stack when no uv is on PATH
 
 if [ -n "${RZERO_STACK:-}" ]; then
   STACK="$RZERO_STACK"
@@ -37,14 +38,28 @@ if [ -f "$STAMP" ]; then
 fi
 
 echo "setup: installing the $STACK stack from $REQ into $VENV"
-if command -v uv >/dev/null 2>&1; then
-  [ -x "$VENV/bin/python" ] || uv venv --python "$PYTHON" "$VENV"
+UV="$(command -v uv || true)"
+if [ -z "$UV" ] && [ "$STACK" = cpu ] && [ "${RZERO_SETUP_PIP:-0}" != 1 ]; then
+  # pip installs the ~200 pinned wheels one at a time (about 100 s on 2 cores); uv installs and
+  # byte-compiles them in parallel (about 30 s). With no uv on PATH, a pinned one goes into the venv
+  # first (from pip's sources, 1-2 s); if that fails, pip installs everything. RZERO_SETUP_PIP=1: pip.
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  if "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"; then
+    UV="$VENV/bin/uv"
+  else
+    echo "setup: could not install uv==$UV_VERSION; installing with pip (slower)" >&2
+  fi
+fi
+if [ -n "$UV" ]; then
+  [ -x "$VENV/bin/python" ] || "$UV" venv --python "$PYTHON" "$VENV"
   # uv does not read pip.conf: hand it pip's configured sources explicitly.
   UV_SOURCES=(--index-strategy unsafe-best-match --compile-bytecode)
   for link in $(pip config get global.find-links 2>/dev/null || true); do UV_SOURCES+=(--find-links "$link"); done
   for index in $(pip config get global.extra-index-url 2>/dev/null || true); do UV_SOURCES+=(--extra-index-url "$index"); done
+  for link in ${PIP_FIND_LINKS:-}; do UV_SOURCES+=(--find-links "$link"); done  # pip's environment too
+  for index in ${PIP_EXTRA_INDEX_URL:-}; do UV_SOURCES+=(--extra-index-url "$index"); done
   [ -n "${TORCH_CPU_INDEX:-}" ] && UV_SOURCES+=(--extra-index-url "$TORCH_CPU_INDEX")
-  PIP=(uv pip install --python "$VENV/bin/python" "${UV_SOURCES[@]}")
+  PIP=("$UV" pip install --python "$VENV/bin/python" "${UV_SOURCES[@]}")
 else
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)

@@ -402,6 +402,11 @@ class SolverService:
             env["CUDA_VISIBLE_DEVICES"] = server.devices
         else:  # on CPU: a KV cache that fits this machine, unless one was set explicitly
             ensure_cpu_kvcache_env(self.model, self.max_model_len, env)
+            # The model runs in the engine-core process, as in the offline engines: vLLM's CPU
+            # default (multiprocessing on) adds a third process that imports vLLM again (~10 s of
+            # every server start on 2 cores) only to bind OpenMP threads. The API server keeps its
+            # engine core in a process of its own either way.
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = self.env.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         return env
 
     def _pick_port(self) -> int:

@@ -137,6 +137,10 @@ def test_gpu_servers_get_their_device_group_seed_and_command(tmp_path: Path):
     assert [s.devices for s in service.servers] == ["4,5", "6,7"]
     assert [service.server_env(s)["CUDA_VISIBLE_DEVICES"] for s in service.servers] == ["4,5", "6,7"]
     assert service.server_env(service.servers[0])["VLLM_LOGGING_LEVEL"] == "WARNING"
+    # vLLM's own executor choice on a GPU (the CPU servers run their model in the engine core)
+    assert service.server_env(service.servers[0]).get("VLLM_ENABLE_V1_MULTIPROCESSING") == os.environ.get(
+        "VLLM_ENABLE_V1_MULTIPROCESSING"
+    )
     # The key travels in the environment only (every local user can read a command line).
     key = service.server_env(service.servers[0])["VLLM_API_KEY"]
     assert len(key) >= 32 and service.auth_headers == {"Authorization": f"Bearer {key}"}
@@ -194,7 +198,11 @@ def test_requests_without_the_key_are_refused_and_the_key_is_nowhere_written(ser
     assert answered.status_code == 200 and answered.json()["choices"]
     assert service.auth_headers == {"Authorization": f"Bearer {key}"}
     members = process_group_members(service.pids[0])
-    assert len(members) >= 2  # the supervisor, the API server (and its engine)
+    # the supervisor, the API server (and multiprocessing's resource tracker) and the engine core,
+    # which runs the model itself on CPU: no `VLLM::Worker` process, which vLLM's CPU default starts
+    # (VLLM_ENABLE_V1_MULTIPROCESSING=0 in the server's environment)
+    names = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in members]
+    assert "VLLM::EngineCor" in names and not [n for n in names if n.startswith("VLLM::Worker")], names
     for pid in members:
         assert key not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     for path in service.log_dir.iterdir():
