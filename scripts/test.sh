@@ -25,4 +25,11 @@ echo "== pytest"
 WORKERS="${RZERO_TEST_WORKERS:-2}"
 XDIST=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder)
 [ "$WORKERS" = 0 ] && XDIST=(-p no:xdist)
+# Each test process's torch (and what it starts) gets its share of the cores, not all of them: with
+# two processes each running 2-thread parallel regions on 2 cores, every region waits for a thread
+# the other process has descheduled (the real-model tests ran 2-5x slower than alone).
+if [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+  OMP_NUM_THREADS=$(( $(nproc) / WORKERS )); [ "$OMP_NUM_THREADS" -ge 1 ] || OMP_NUM_THREADS=1
+  export OMP_NUM_THREADS
+fi
 "$PY" -m pytest "${XDIST[@]}" --durations=25 "$@"
