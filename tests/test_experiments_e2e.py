@@ -1,5 +1,6 @@
 """The experiments that share no stage with the demo run, end to end on real stages through main.sh,
-demo scale (the demo's preset: 32 questions, evaluation off), the tiny model taught the R-Zero formats.
+demo scale (the demo's preset: 32 questions, evaluation off, one training rank), the tiny model
+taught the R-Zero formats.
 
 - no_rl_challenger: no Challenger folder, the questions come from the base model (the generation
   manifest's inputs), the Solver trains on them from the base model.
@@ -29,7 +30,9 @@ from verl.utils.logger import read_metrics
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ["evaluate=false", "num_questions=32"]
+# One training rank per stage: what makes each experiment does not depend on the ranks (the demo
+# run, tests/test_main_demo.py, trains on two).
+SETS = ["evaluate=false", "num_questions=32", "cpu_ranks=1"]
 INTEGER = re.compile(r"-?[1-9]\d*|0")
 
 
