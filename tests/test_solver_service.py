@@ -95,12 +95,19 @@ def model_dir(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def service(model_dir: str, tmp_path_factory: pytest.TempPathFactory):
     log_dir = tmp_path_factory.mktemp("solver_logs")
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
-        squatter.listen()
-        svc = _FirstPortTaken(model_dir, log_dir, taken_port=squatter.getsockname()[1], **SERVER_ARGS)
-        svc.start()
-        svc.squatted_port = squatter.getsockname()[1]
+    # Started from an environment without the tests' VLLM_ENABLE_V1_MULTIPROCESSING=0 (conftest), as
+    # a training stage starts its servers: the service sets what the servers need itself.
+    inherited = os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    try:
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            svc = _FirstPortTaken(model_dir, log_dir, taken_port=squatter.getsockname()[1], **SERVER_ARGS)
+            svc.start()
+            svc.squatted_port = squatter.getsockname()[1]
+    finally:
+        if inherited is not None:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = inherited
     print(f"solver server ready in {svc.start_seconds:.1f} s")
     yield svc
     svc.stop()
