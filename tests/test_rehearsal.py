@@ -105,6 +105,29 @@ def test_packed_sdpa_micro_batches_stay_small(tiny_model_dir: str) -> None:
     assert len(groups(False)) == 1  # padded: the configured budget holds the whole batch
 
 
+def test_the_cap_benchmark_times_each_cap_over_the_same_rows(tiny_model_dir: str, capsys) -> None:
+    """scripts/bench_packed_sdpa.py (the figures behind PACKED_SDPA_MAX_TOKENS) runs and reports a
+    cap's micro-batch count; it restores nothing, so the test puts the module's cap back."""
+    import importlib.util
+
+    from verl.workers.actor import dp_actor
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_packed_sdpa", ROOT / "scripts" / "bench_packed_sdpa.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cap = dp_actor.PACKED_SDPA_MAX_TOKENS
+    try:
+        assert bench.main(["--model", tiny_model_dir, "--rows", "16", "--caps", "4096", "64"]) == 0
+    finally:
+        dp_actor.PACKED_SDPA_MAX_TOKENS = cap
+    lines = capsys.readouterr().out.splitlines()
+    tokens = int(lines[0].split()[2])
+    big, small = (int(line.split()[2]) for line in lines[1:3])
+    assert big == 1 and small >= tokens // 64  # the whole batch in one pass; at least tokens / cap passes
+
+
 @pytest.mark.slow
 def test_quarter_rehearsal_runs_and_reports_the_shapes(tmp_path: Path, demo_model_dir: str) -> None:
     """scripts/rehearse.sh --scale quarter's python entry, end to end on the tiny model (its demo
