@@ -55,18 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     data = packed_rows(model.config.vocab_size, args.rows, args.prompt, args.response)
     tokens = int(data.batch["attention_mask"].sum())
     print(f"{args.rows} rows, {tokens} tokens, model {args.model}")
-    for cap in args.caps:
-        dp_actor.PACKED_SDPA_MAX_TOKENS = cap  # the cap micro_batches() applies on the SDPA path
-        actor = dp_actor.DataParallelPPOActor(ActorConfig(), AlgorithmConfig(), model, 1, padding_free=True)
-        micros, _ = actor.micro_batches(data, 32768, 1)
-        start = time.perf_counter()
-        for micro in micros:
-            log_probs, entropy = actor._log_probs(micro, 1.0, with_entropy=True)
-            (log_probs.sum() + entropy.sum()).backward()
-        print(
-            f"cap {cap:5d}: {len(micros):3d} micro-batches, forward + backward {time.perf_counter() - start:.2f} s"
-        )
-        model.zero_grad(set_to_none=True)
+    chosen = dp_actor.PACKED_SDPA_MAX_TOKENS
+    try:
+        for cap in args.caps:
+            dp_actor.PACKED_SDPA_MAX_TOKENS = cap  # the cap micro_batches() applies on the SDPA path
+            actor = dp_actor.DataParallelPPOActor(
+                ActorConfig(), AlgorithmConfig(), model, 1, padding_free=True
+            )
+            micros, _ = actor.micro_batches(data, 32768, 1)
+            start = time.perf_counter()
+            for micro in micros:
+                log_probs, entropy = actor._log_probs(micro, 1.0, with_entropy=True)
+                (log_probs.sum() + entropy.sum()).backward()
+            seconds = time.perf_counter() - start
+            print(f"cap {cap:5d}: {len(micros):3d} micro-batches, forward + backward {seconds:.2f} s")
+            model.zero_grad(set_to_none=True)
+    finally:
+        dp_actor.PACKED_SDPA_MAX_TOKENS = chosen
     return 0
 
 

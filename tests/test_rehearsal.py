@@ -106,8 +106,8 @@ def test_packed_sdpa_micro_batches_stay_small(tiny_model_dir: str) -> None:
 
 
 def test_the_cap_benchmark_times_each_cap_over_the_same_rows(tiny_model_dir: str, capsys) -> None:
-    """scripts/bench_packed_sdpa.py (the figures behind PACKED_SDPA_MAX_TOKENS) runs and reports a
-    cap's micro-batch count; it restores nothing, so the test puts the module's cap back."""
+    """scripts/bench_packed_sdpa.py (the figures behind PACKED_SDPA_MAX_TOKENS) runs, reports each
+    cap's micro-batch count and leaves the module's cap as it was."""
     import importlib.util
 
     from verl.workers.actor import dp_actor
@@ -118,10 +118,8 @@ def test_the_cap_benchmark_times_each_cap_over_the_same_rows(tiny_model_dir: str
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     cap = dp_actor.PACKED_SDPA_MAX_TOKENS
-    try:
-        assert bench.main(["--model", tiny_model_dir, "--rows", "16", "--caps", "4096", "64"]) == 0
-    finally:
-        dp_actor.PACKED_SDPA_MAX_TOKENS = cap
+    assert bench.main(["--model", tiny_model_dir, "--rows", "16", "--caps", "4096", "64"]) == 0
+    assert cap == dp_actor.PACKED_SDPA_MAX_TOKENS
     lines = capsys.readouterr().out.splitlines()
     tokens = int(lines[0].split()[2])
     big, small = (int(line.split()[2]) for line in lines[1:3])

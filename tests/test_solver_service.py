@@ -406,15 +406,22 @@ def test_rejected_requests_fail_at_once_and_timeouts_are_bounded(service: Solver
         assert (stats["requests"], stats["retries"], stats["failures"]) == (3, 2, 1)
 
 
+@pytest.fixture
+def short_timeout_client(service: SolverService, model_dir: str):
+    """A client whose requests give up after 20 s (the module's client: 120 s)."""
+    with SolverClient(service.endpoints, service.model_name, model_dir, timeout_s=20, backoff_s=0.2) as c:
+        yield c
+
+
 @pytest.mark.slow
 def test_killed_server_fails_answer_in_bounded_time_and_stop_cleans_up(
-    service: SolverService, model_dir: str
+    service: SolverService, short_timeout_client: SolverClient
 ):
     """Runs last on the module's service: it kills the server's supervisor (a crash). The API server
     then shuts down while requests are in flight, and its HTTP server may hold their connections
     open with the engine gone (seen once in CI): such a request ends at the client's timeout, then
     the retry finds the port closed. The bound is that timeout (20 s here), never a hang."""
-    client = SolverClient(service.endpoints, service.model_name, model_dir, timeout_s=20, backoff_s=0.2)
+    client = short_timeout_client
     leader = service.pids[0]
     port = service.servers[0].port
     members = process_group_members(leader)
@@ -437,7 +444,7 @@ def test_killed_server_fails_answer_in_bounded_time_and_stop_cleans_up(
     while client.stats()["requests"] == requests_before:  # wait until requests are in flight
         assert time.monotonic() < deadline, "the client never sent a request"
         time.sleep(0.05)
-    os.kill(leader, signal.SIGKILL)  # a crash of the API server, not a clean stop
+    os.kill(leader, signal.SIGKILL)  # a crash of the server's supervisor, not a clean stop
     asker.join(timeout=120)
     assert not asker.is_alive(), "answer() hung after the server died"
     error = outcome["result"]
@@ -447,7 +454,6 @@ def test_killed_server_fails_answer_in_bounded_time_and_stop_cleans_up(
     assert "after 4 attempts" in str(error) or "every solver server refuses connections" in str(error)
     assert service.endpoints[0] in str(error)
     assert client.stats()["failures"] >= 1
-    client.close()
 
     # SIGINT while the service runs: its handler stops the servers, then behaves like the previous
     # handler (Python's: KeyboardInterrupt) and restores it.
